@@ -1,0 +1,313 @@
+"""Commands about people: import, validate, export and `mailer subscribers ...`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from ..csvio import EXPORT_COLUMNS, write_csv
+from ..errors import ExitCode, InputError
+from ..imports import import_file
+from ..models import STATUSES, ImportSummary, Subscriber
+from ..store import Store
+from ..validate import InvalidValue, RowDefaults, check_text, normalise_email, parse_lists, parse_tags
+from . import AppState, app, state, sub_app
+
+ListOpt = Annotated[
+    Optional[list[str]], typer.Option("--list", "-l", help="List to join (news, specials); repeatable. Default: both.")
+]
+TagOpt = Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="Tag to add; repeatable.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _defaults(lists, tags, source, file_name: str, check_dns: bool) -> RowDefaults:
+    try:
+        return RowDefaults(
+            lists=parse_lists(lists) if lists else None,
+            tags=parse_tags(tags or []),
+            source=check_text(source, "source") if source else None,
+            default_source=file_name,
+            check_dns=check_dns,
+        )
+    except InvalidValue as exc:
+        raise InputError(str(exc)) from None
+
+
+def _analysis_store(st: AppState) -> Store:
+    """The workspace's store when there is one; else an empty one in memory (writes nothing)."""
+    ws = st.workspace(must_exist=False)
+    if ws.db_path.exists():
+        return st.store()
+    return Store.memory()
+
+
+def _show_summary(st: AppState, summary: ImportSummary, as_json: bool, verb: str) -> None:
+    out = st.output
+    if as_json:
+        out.json(summary.as_json())
+    else:
+        if summary.detected:
+            out.info(summary.detected)
+        out.summary(
+            [
+                ("read", summary.read),
+                ("added", summary.added),
+                ("updated", summary.updated),
+                ("unchanged", summary.unchanged),
+                ("duplicates", summary.duplicates),
+                ("invalid", summary.invalid),
+                ("suppressed", summary.suppressed),
+            ],
+            title=verb,
+        )
+        if summary.rejects:
+            out.table(
+                ["line", "value", "reason"],
+                ([r.line, r.value.replace("\r", "\\r").replace("\n", "\\n"), r.reason] for r in summary.rejects),
+                title="Rows not imported",
+            )
+    if summary.invalid:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb) -> None:
+    st = state(ctx)
+    ws = st.workspace(must_exist=verb == "import")
+    store = _analysis_store(st) if dry_run else st.store()
+    defaults = _defaults(lists, tags, source, Path(file).name, check_dns)
+    # An in-memory store has no erased addresses, so it needs no key (and we create no secret.key).
+    secret = ws.secret() if store.path != ":memory:" else bytes(32)
+    summary = import_file(
+        store, secret, file, defaults, st.now(),
+        encoding=encoding, commit=not dry_run, rejects_path=rejects,
+    )
+    if rejects and not as_json:
+        st.output.info(f"Rejected rows written to {rejects}" if summary.invalid else f"No rejected rows; {rejects} has only its header.")
+    _show_summary(st, summary, as_json, "Dry run: nothing was written" if dry_run else verb.capitalize())
+
+
+FileArg = Annotated[Path, typer.Argument(help="The CSV file (UTF-8, UTF-16 or cp1252; comma, semicolon or tab).")]
+SourceOpt = Annotated[Optional[str], typer.Option("--source", help="Where these people came from (default: the file name).")]
+RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write the rows not imported to this CSV, to fix and import again.")]
+DnsOpt = Annotated[bool, typer.Option("--check-dns", help="Also check that each domain can receive mail (slow; uses the network).")]
+EncodingOpt = Annotated[Optional[str], typer.Option("--encoding", help="Read the file with this encoding instead of detecting it.")]
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    file: FileArg,
+    lists: ListOpt = None,
+    tags: TagOpt = None,
+    source: SourceOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would happen; write nothing.")] = False,
+    rejects: RejectsOpt = None,
+    as_json: JsonOpt = False,
+    check_dns: DnsOpt = False,
+    encoding: EncodingOpt = None,
+) -> None:
+    """Import subscribers from a CSV export (website form, Mailchimp, Google, Outlook, Excel)."""
+    _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, "import")
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    file: FileArg,
+    lists: ListOpt = None,
+    tags: TagOpt = None,
+    source: SourceOpt = None,
+    rejects: RejectsOpt = None,
+    as_json: JsonOpt = False,
+    check_dns: DnsOpt = False,
+    encoding: EncodingOpt = None,
+) -> None:
+    """The same analysis as import, against the current list; writes nothing."""
+    _run_import(ctx, file, lists, tags, source, True, rejects, as_json, check_dns, encoding, "validate")
+
+
+def _export_row(s: Subscriber) -> list[str]:
+    return [
+        s.email, s.first_name, s.last_name, s.status, ",".join(s.lists), ",".join(s.tags), s.source,
+        s.optin_time, s.optin_ip, s.created_at, s.updated_at, s.unsubscribed_at, s.unsubscribed_reason,
+    ]
+
+
+StatusOpt = Annotated[str, typer.Option("--status", help="active, unsubscribed, bounced or all.")]
+
+
+def _check_status(status: str) -> str:
+    if status not in (*STATUSES, "all"):
+        raise InputError(f"--status must be one of {', '.join(STATUSES)} or all, not {status!r}.")
+    return status
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    status: StatusOpt = "all",
+    list_name: Annotated[Optional[str], typer.Option("--list", "-l", help="Only this list.")] = None,
+    tags: TagOpt = None,
+) -> None:
+    """Export subscribers as CSV (a backup: import reads it back exactly)."""
+    st = state(ctx)
+    store = st.store()
+    rows = (
+        _export_row(s)
+        for s in store.subscribers(status=_check_status(status), list_name=list_name, tags=tags or [])
+    )
+    if output is None:
+        n = write_csv(sys.stdout, EXPORT_COLUMNS, rows)
+    else:
+        # Written beside the target and renamed, so a failed export never leaves half a file.
+        fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".csv", dir=output.parent if str(output.parent) else ".")
+        try:
+            # UTF-8 with BOM: Excel then shows accented and non-Latin names correctly.
+            with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
+                n = write_csv(fh, EXPORT_COLUMNS, rows)
+            os.replace(tmp, output)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        st.output.info(f"Exported {n} subscribers to {output}")
+
+
+subscribers_app = sub_app("subscribers", "List, show, add, unsubscribe, resubscribe and erase people.")
+
+
+def _key(email: str) -> str:
+    try:
+        return normalise_email(email)[1]
+    except InvalidValue:
+        return email.strip().lower()
+
+
+def _subscriber_json(s: Subscriber) -> dict:
+    return dict(zip(EXPORT_COLUMNS, _export_row(s))) | {"lists": list(s.lists), "tags": list(s.tags)}
+
+
+@subscribers_app.command("list")
+def list_(
+    ctx: typer.Context,
+    status: StatusOpt = "all",
+    list_name: Annotated[Optional[str], typer.Option("--list", "-l", help="Only this list.")] = None,
+    tags: TagOpt = None,
+    search: Annotated[Optional[str], typer.Option("--search", "-s", help="Part of an address or name.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Show at most this many.", min=1)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List subscribers (paged on a terminal)."""
+    st = state(ctx)
+    store = st.store()
+    subs: Iterator[Subscriber] = store.subscribers(
+        status=_check_status(status), list_name=list_name, tags=tags or [], search=search, limit=limit
+    )
+    out = st.output
+    if as_json:
+        out.json([_subscriber_json(s) for s in subs])
+        return
+    rows = ([s.email, s.full_name, s.status, ",".join(s.lists), ",".join(s.tags)] for s in subs)
+    columns = ["email", "name", "status", "lists", "tags"]
+    if out.is_terminal:
+        total = store.count(status=status, list_name=list_name, tags=tags or [], search=search)
+        console = out.out
+        if total > console.height - 6:
+            with console.pager():
+                out.table(columns, rows, title=f"{total} subscribers")
+            return
+        out.table(columns, rows, title=f"{total} subscribers")
+    else:
+        out.table(columns, rows)
+
+
+@subscribers_app.command()
+def show(ctx: typer.Context, email: str, as_json: JsonOpt = False) -> None:
+    """Everything stored about one subscriber."""
+    st = state(ctx)
+    sub = st.store().require(_key(email))
+    if as_json:
+        st.output.json(_subscriber_json(sub))
+        return
+    st.output.summary(list(zip(EXPORT_COLUMNS, _export_row(sub))), title=sub.email)
+
+
+@subscribers_app.command()
+def add(
+    ctx: typer.Context,
+    email: str,
+    first_name: Annotated[str, typer.Option("--first-name", help="First name.")] = "",
+    last_name: Annotated[str, typer.Option("--last-name", help="Last name.")] = "",
+    lists: ListOpt = None,
+    tags: TagOpt = None,
+    source: Annotated[str, typer.Option("--source", help="Where this person signed up.")] = "front desk",
+) -> None:
+    """Add one person (the same checks as import)."""
+    st = state(ctx)
+    store = st.store()
+    try:
+        address, key, display = normalise_email(email)
+        first = check_text(first_name, "first name", 100)
+        last = check_text(last_name, "last name", 100)
+        sub = Subscriber(
+            email=address, email_key=key, email_entered=email.strip(), first_name=first or display,
+            last_name=last, lists=parse_lists(lists) if lists else ("news", "specials"),
+            tags=parse_tags(tags or []), source=check_text(source, "source"),
+        )
+    except InvalidValue as exc:
+        raise InputError(f"{email!r}: {exc}") from None
+    outcome = store.add(sub, st.workspace().secret(), st.now())
+    if outcome == "suppressed":
+        raise InputError(
+            f"{address} has unsubscribed, bounced or been erased, so it is not added back.",
+            hint=f"Only `mailer subscribers resubscribe {address}` brings an unsubscribed or bounced person back.",
+        )
+    st.output.info(f"{address}: {outcome}")
+
+
+@subscribers_app.command()
+def unsubscribe(
+    ctx: typer.Context,
+    email: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the record).")] = "asked the practice",
+) -> None:
+    """Stop mailing someone; they stay on record so no import brings them back."""
+    st = state(ctx)
+    changed = st.store().unsubscribe(_key(email), check_text(reason, "reason"), st.now())
+    st.output.info(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
+
+
+@subscribers_app.command()
+def resubscribe(ctx: typer.Context, email: str) -> None:
+    """Make an unsubscribed or bounced person active again (only when they asked)."""
+    st = state(ctx)
+    changed = st.store().resubscribe(_key(email), st.now())
+    st.output.info(f"{email}: {'active again' if changed else 'was already active'}")
+
+
+@subscribers_app.command()
+def erase(
+    ctx: typer.Context,
+    email: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the suppression).")] = "erasure requested",
+) -> None:
+    """Delete a person's data for good, keeping only a hash so they are never mailed again."""
+    st = state(ctx)
+    store = st.store()
+    key = _key(email)
+    if not yes:
+        if not st.output.stdin_is_terminal:
+            raise InputError("erase needs --yes when there is no terminal to confirm on.")
+        if not typer.confirm(f"Erase everything about {email}? This cannot be undone", default=False):
+            raise typer.Exit(int(ExitCode.USAGE))
+    existed = store.erase(key, st.workspace().secret(), check_text(reason, "reason"), st.now())
+    if not existed:
+        st.output.info(f"{email} was not on the list; it is now suppressed so it can never be added.")
+    else:
+        st.output.info(f"{email}: erased")

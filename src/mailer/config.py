@@ -1,0 +1,312 @@
+"""Workspace discovery (--home, MAILER_HOME, user data dir), mailer.toml and secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+CONFIG_NAME = "mailer.toml"
+DB_NAME = "mailer.db"
+SECRET_NAME = "secret.key"
+HOME_ENV = "MAILER_HOME"
+
+
+@dataclass(frozen=True)
+class PracticeConfig:
+    name: str = ""
+    address: str = ""
+    phone: str = ""
+    website: str = ""
+    booking_url: str = ""
+    logo_url: str = ""
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    from_name: str = ""
+    from_email: str = ""
+    reply_to: str = ""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    password_env: str = "MAILER_SMTP_PASSWORD"
+    timeout: float = 30
+    envelope_from: str = ""
+
+
+@dataclass(frozen=True)
+class SendingConfig:
+    batch_size: int = 50
+    pause: float = 10
+    rate: float = 0
+    per_day: int = 0
+    timezone: str = ""
+    max_lateness: float = 12  # hours
+
+
+@dataclass(frozen=True)
+class UnsubscribeConfig:
+    mailto: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    practice: PracticeConfig = field(default_factory=PracticeConfig)
+    sender: SenderConfig = field(default_factory=SenderConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    sending: SendingConfig = field(default_factory=SendingConfig)
+    unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+
+
+_SECTION_TYPES = {
+    "practice": PracticeConfig,
+    "sender": SenderConfig,
+    "smtp": SmtpConfig,
+    "sending": SendingConfig,
+    "unsubscribe": UnsubscribeConfig,
+}
+
+
+def _coerce(section: str, key: str, value: Any, default: Any, path: Path) -> Any:
+    where = f"{path}: [{section}] {key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}.")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, not {value!r}.")
+        if value < 0:
+            raise ConfigError(f"{where} must not be negative.")
+        return type(default)(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a quoted string, not {value!r}.")
+    return value.strip()
+
+
+def parse_config(data: Mapping[str, Any], path: Path) -> Config:
+    """Turn the parsed TOML document into a Config, refusing unknown keys and wrong types."""
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        cls = _SECTION_TYPES.get(name)
+        if cls is None:
+            raise ConfigError(
+                f"{path}: unknown section [{name}]; known sections are "
+                + ", ".join(f"[{s}]" for s in _SECTION_TYPES)
+                + "."
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table of settings.")
+        defaults = cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in table.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{path}: unknown key '{key}' in [{name}]; known keys are {', '.join(sorted(known))}."
+                )
+            values[key] = _coerce(name, key, value, getattr(defaults, key), path)
+        sections[name] = cls(**values)
+    config = Config(**sections)
+    if config.smtp.security not in ("ssl", "starttls", "none"):
+        raise ConfigError(
+            f"{path}: [smtp] security must be \"ssl\", \"starttls\" or \"none\", not {config.smtp.security!r}."
+        )
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read mailer.toml; a missing file means all defaults."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}.", hint="Fix the line named, or compare with a fresh `mailer init`.") from None
+    return parse_config(data, path)
+
+
+def default_home() -> Path:
+    """The platform's user data directory for mailer."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mailer", appauthor=False))
+
+
+def resolve_home(option: str | os.PathLike | None, environ: Mapping[str, str] | None = None) -> Path:
+    """--home, else $MAILER_HOME, else the platform's user data directory."""
+    environ = os.environ if environ is None else environ
+    if option:
+        return Path(option).expanduser().absolute()
+    if environ.get(HOME_ENV):
+        return Path(environ[HOME_ENV]).expanduser().absolute()
+    return default_home()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One directory holding one mailing list's world."""
+
+    home: Path
+    config: Config
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / CONFIG_NAME
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / DB_NAME
+
+    @property
+    def secret_path(self) -> Path:
+        return self.home / SECRET_NAME
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.home / "templates"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "mailer.lock"
+
+    def secret(self) -> bytes:
+        """The per-workspace key for unsubscribe tokens and erased-address hashes.
+
+        It lives in its own 0600 file, never in mailer.toml or the database, and is
+        created the first time it is needed.
+        """
+        try:
+            return bytes.fromhex(self.secret_path.read_text().strip())
+        except FileNotFoundError:
+            pass
+        except ValueError:
+            raise ConfigError(f"{self.secret_path} is damaged; restore it from your backup.") from None
+        self.home.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        try:
+            fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return self.secret()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex() + "\n")
+        return key
+
+    def smtp_password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The SMTP password from the environment variable named in [smtp] password_env."""
+        environ = os.environ if environ is None else environ
+        return environ.get(self.config.smtp.password_env) or None
+
+
+def open_workspace(option: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> Workspace:
+    """Find the workspace and read its configuration (defaults when there is no mailer.toml)."""
+    home = resolve_home(option, environ)
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"The workspace {home} is a file, not a directory.")
+    return Workspace(home=home, config=load_config(home / CONFIG_NAME))
+
+
+def _q(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(value, ensure_ascii=False)
+
+
+CONFIG_TEMPLATE = """\
+# mailer.toml: settings for this mailing list's workspace.
+# Every key is optional; a missing key takes the default shown in its comment.
+# Secrets never go here: the SMTP password is read from the environment
+# variable named by [smtp] password_env.
+
+[practice]
+# Shown in the header and footer of every message. The postal address is
+# required by law (CAN-SPAM) before anything can be sent.
+name = {practice_name}
+address = {practice_address}
+phone = {practice_phone}
+website = {practice_website}
+booking_url = {practice_booking_url}   # the "Book now" button of specials
+logo_url = {practice_logo_url}         # https URL of a logo image, or ""
+
+[sender]
+from_name = {sender_from_name}
+from_email = {sender_from_email}
+reply_to = {sender_reply_to}           # "" = replies go to from_email
+
+[smtp]
+host = {smtp_host}
+port = {smtp_port}                      # 587 for starttls, 465 for ssl
+security = {smtp_security}              # ssl | starttls | none
+username = {smtp_username}
+password_env = {smtp_password_env}      # name of the environment variable holding the password
+timeout = {smtp_timeout}                # seconds
+envelope_from = {smtp_envelope_from}    # bounce address for MAIL FROM; "" = from_email
+
+[sending]
+batch_size = {sending_batch_size}       # messages per connection before a pause
+pause = {sending_pause}                 # seconds between batches
+rate = {sending_rate}                   # messages per minute; 0 = unlimited
+per_day = {sending_per_day}             # daily cap (e.g. 500 for Gmail); 0 = no cap
+timezone = {sending_timezone}           # e.g. "America/New_York"; "" = this machine's
+max_lateness = {sending_max_lateness}   # hours; a scheduled campaign later than this waits for a human
+
+[unsubscribe]
+mailto = {unsubscribe_mailto}           # always offered; "" = from_email
+url = {unsubscribe_url}                 # https one-click endpoint, when you have one
+"""
+
+
+def render_config(config: Config) -> str:
+    """A commented mailer.toml holding the values of config."""
+    values = {}
+    for section in _SECTION_TYPES:
+        for key, value in dataclasses.asdict(getattr(config, section)).items():
+            if isinstance(value, str):
+                values[f"{section}_{key}"] = _q(value)
+            elif isinstance(value, float) and value.is_integer():
+                values[f"{section}_{key}"] = str(int(value))
+            else:
+                values[f"{section}_{key}"] = str(value)
+    return CONFIG_TEMPLATE.format(**values)
+
+
+EXAMPLE_CONFIG = Config(
+    practice=PracticeConfig(
+        name="Closter Acupuncture",
+        address="1 Example Street, Closter, NJ 07624",
+        phone="(201) 297-7703",
+        website="https://closter-acupuncture.example",
+        booking_url="https://closter-acupuncture.example/book",
+    ),
+    sender=SenderConfig(from_name="John Kim, Closter Acupuncture", from_email="news@closter-acupuncture.example"),
+    smtp=SmtpConfig(host="127.0.0.1", port=8025, security="none"),
+    sending=SendingConfig(timezone="America/New_York"),
+    unsubscribe=UnsubscribeConfig(mailto="unsubscribe@closter-acupuncture.example"),
+)

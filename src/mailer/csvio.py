@@ -1,0 +1,331 @@
+"""Read any real-world CSV export as rows; write CSV that spreadsheets cannot run.
+
+Reading is a chain of generators: detect the encoding (BOM, UTF-16, UTF-8, cp1252),
+sniff the delimiter, recognise the header names of the programs people export from,
+then yield `(line, cells)` one record at a time, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Sequence
+
+from .errors import InputError
+
+SAMPLE_BYTES = 64 * 1024
+CHUNK = 1 << 20
+DELIMITERS = (",", ";", "\t", "|")
+# Big enough for any honest cell (a long note), small enough to stop a runaway quote.
+csv.field_size_limit(1 << 20)
+
+# The columns of our own export, in order. A file carrying them is a mailer backup.
+EXPORT_COLUMNS = (
+    "email",
+    "first_name",
+    "last_name",
+    "status",
+    "lists",
+    "tags",
+    "source",
+    "optin_time",
+    "optin_ip",
+    "created_at",
+    "updated_at",
+    "unsubscribed_at",
+    "unsubscribed_reason",
+)
+REJECT_COLUMNS = ("reject_line", "reject_reason")
+
+# Header aliases, compared after `header_key` (case, spaces and punctuation removed).
+# Order matters inside a tuple: the first alias found wins.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "email": (
+        "email", "emailaddress", "email1value", "primaryemail", "mail",
+        "emailaddresses", "subscriberemail", "contactemail", "e_mail",
+    ),
+    "first_name": ("firstname", "givenname", "first", "fname", "forename"),
+    "last_name": ("lastname", "familyname", "surname", "last", "lname"),
+    "name": ("name", "fullname", "displayname", "contactname", "patientname", "patient"),
+    "status": ("status",),
+    "lists": ("lists",),
+    "tags": ("tags", "tag", "labels", "groupmembership", "categories"),
+    "source": ("source",),
+    "optin_time": ("optintime", "signupdate", "signuptime", "subscribedat", "dateadded"),
+    "optin_ip": ("optinip", "signupip", "ipaddress", "ip"),
+    "created_at": ("createdat",),
+    "updated_at": ("updatedat",),
+    "unsubscribed_at": ("unsubscribedat", "unsubtime"),
+    "unsubscribed_reason": ("unsubscribedreason", "unsubreason"),
+    "cleaned_at": ("cleantime",),
+}
+
+_NON_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
+_LOOKS_LIKE_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+# cp1252 leaves these five bytes undefined; a file holding them is latin-1.
+_CP1252_HOLES = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def header_key(name: str) -> str:
+    """`E-mail 1 - Value` -> `email1value`: compare header names without case or punctuation."""
+    return _NON_ALNUM.sub("", name.replace("\ufeff", "")).casefold()
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which column index holds which field; None where the file has no such column."""
+
+    header: tuple[str, ...]
+    indexes: dict[str, int] = field(default_factory=dict)
+    ours: bool = False  # the file is one of our own exports or rejects files
+
+    def get(self, cells: Sequence[str], name: str) -> str:
+        i = self.indexes.get(name)
+        if i is None or i >= len(cells):
+            return ""
+        value = cells[i]
+        return unneutralise(value) if self.ours else value
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.indexes
+
+
+def map_columns(header: Sequence[str]) -> ColumnMap:
+    """Recognise the header names of Mailchimp, Google, Outlook, Excel and our own export."""
+    keys = [header_key(h) for h in header]
+    indexes: dict[str, int] = {}
+    for field_name, aliases in ALIASES.items():
+        for alias in aliases:
+            if alias in keys:
+                indexes[field_name] = keys.index(alias)
+                break
+    if "email" not in indexes:
+        # "E-mail 2 Address", "Work Email", "Email (personal)": any header naming an e-mail
+        for i, k in enumerate(keys):
+            if "email" in k or k.startswith("mail"):
+                indexes["email"] = i
+                break
+    ours_keys = {header_key(c) for c in EXPORT_COLUMNS}
+    ours = ours_keys <= set(keys) or header_key(REJECT_COLUMNS[1]) in keys
+    return ColumnMap(header=tuple(header), indexes=indexes, ours=ours)
+
+
+def is_dangerous(cell: str) -> bool:
+    """Would a spreadsheet run this cell as a formula (even behind leading apostrophes)?"""
+    return cell.lstrip("'")[:1] in FORMULA_TRIGGERS and cell.lstrip("'") != ""
+
+
+def neutralise(cell: str) -> str:
+    """Prefix a formula-like cell with an apostrophe so spreadsheets show it as text."""
+    return "'" + cell if is_dangerous(cell) else cell
+
+
+def unneutralise(cell: str) -> str:
+    """Undo `neutralise` exactly (only meaningful for files we wrote)."""
+    if cell.startswith("'") and is_dangerous(cell[1:]):
+        return cell[1:]
+    return cell
+
+
+# -- encoding ---------------------------------------------------------------------------
+
+
+def _is_valid_utf8(fh: IO[bytes]) -> bool:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        while chunk := fh.read(CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _has_cp1252_holes(fh: IO[bytes]) -> bool:
+    while chunk := fh.read(CHUNK):
+        if _CP1252_HOLES.search(chunk):
+            return True
+    return False
+
+
+def detect_encoding(path: Path) -> str:
+    """Name the codec of a CSV file: BOMs first, then UTF-16 by its zero bytes, then UTF-8, cp1252, latin-1."""
+    with open(path, "rb") as fh:
+        head = fh.read(SAMPLE_BYTES)
+        if not head.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
+            raise InputError(f"{path} is empty: there are no rows to read.")
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        if head.startswith(b"PK\x03\x04"):
+            raise InputError(
+                f"{path} is an Excel workbook or another zip file, not CSV.",
+                hint="In Excel choose File > Save As > CSV UTF-8, then import that file.",
+            )
+        if head.startswith(b"\xd0\xcf\x11\xe0"):
+            raise InputError(
+                f"{path} is an old Excel (.xls) workbook, not CSV.",
+                hint="In Excel choose File > Save As > CSV UTF-8, then import that file.",
+            )
+        if b"\x00" in head:
+            even, odd = head[0::2], head[1::2]
+            if odd.count(0) > len(odd) * 0.3 and even.count(0) < len(even) * 0.05:
+                return "utf-16-le"
+            if even.count(0) > len(even) * 0.3 and odd.count(0) < len(odd) * 0.05:
+                return "utf-16-be"
+            raise InputError(f"{path} looks like a binary file, not CSV text.")
+        fh.seek(0)
+        if _is_valid_utf8(fh):
+            return "utf-8"
+        fh.seek(0)
+        return "latin-1" if _has_cp1252_holes(fh) else "cp1252"
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def sniff_delimiter(sample: str) -> str:
+    """Pick the delimiter that splits the first lines into the most consistent columns."""
+    lines = sample.splitlines(keepends=True)
+    if len(lines) > 1 and not sample.endswith(("\n", "\r")):
+        lines = lines[:-1]  # the last line of a sample may be cut short
+    text = "".join(lines[:50])
+    best, best_score = ",", (0, 0, 0)
+    for rank, delimiter in enumerate(DELIMITERS):
+        try:
+            rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in r)]
+        except csv.Error:
+            continue
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        consistent = sum(1 for r in rows if len(r) == width)
+        score = (consistent, width, -rank)
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+@dataclass
+class CsvFile:
+    """An opened CSV export: what was detected, and its data rows as a stream."""
+
+    path: Path
+    encoding: str
+    delimiter: str
+    columns: ColumnMap
+    headerless: bool
+    _stream: IO[str]
+    _reader: Iterator[list[str]]
+    _first: tuple[int, list[str]] | None
+
+    def rows(self) -> Iterator[tuple[int, list[str]]]:
+        """Yield (line number where the record starts, cells) for every non-blank record."""
+        if self._first is not None:
+            yield self._first
+            self._first = None
+        reader = self._reader
+        line = reader.line_num  # type: ignore[attr-defined]
+        try:
+            for cells in reader:
+                start, line = line + 1, reader.line_num  # type: ignore[attr-defined]
+                if any(c.strip() for c in cells):
+                    yield start, cells
+        except csv.Error as exc:
+            raise InputError(f"{self.path}:{line + 1}: the CSV cannot be read: {exc}.") from None
+        except UnicodeDecodeError:
+            raise InputError(
+                f"{self.path}:{line + 1}: a byte cannot be read as {self.encoding}.",
+                hint="Try another --encoding, e.g. --encoding=latin-1 or --encoding=utf-16.",
+            ) from None
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> "CsvFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_csv(path: str | Path, encoding: str | None = None) -> CsvFile:
+    """Open a subscriber CSV: detect encoding and delimiter, find the header and the email column."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not a CSV file.")
+    try:
+        if encoding:
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise InputError(f"Unknown encoding {encoding!r}; try utf-8, utf-16, cp1252 or latin-1.") from None
+        else:
+            encoding = detect_encoding(path)
+        # errors="strict" only matters for an explicit --encoding: a detected one always decodes.
+        stream = open(path, encoding=encoding, newline="", errors="strict")
+    except FileNotFoundError:
+        raise InputError(f"There is no file {path}.") from None
+    except PermissionError:
+        raise InputError(f"{path} cannot be read: permission denied.") from None
+    try:
+        return _open_stream(path, stream, encoding)
+    except BaseException:
+        stream.close()
+        raise
+
+
+def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
+    try:
+        sample = stream.read(SAMPLE_BYTES)
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{path} cannot be read as {encoding}.",
+            hint="Try another --encoding, e.g. --encoding=latin-1 or --encoding=utf-16.",
+        ) from None
+    if not sample.strip("\ufeff \t\r\n\x00"):
+        raise InputError(f"{path} is empty: there are no rows to read.")
+    delimiter = sniff_delimiter(sample)
+    stream.seek(0)
+    reader = csv.reader(stream, delimiter=delimiter)
+    first: tuple[int, list[str]] | None = None
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                first = (reader.line_num, cells)
+                break
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: the CSV cannot be read: {exc}.") from None
+    if first is None:
+        raise InputError(f"{path} is empty: there are no rows to read.")
+    header = [c.replace("\ufeff", "").strip() for c in first[1]]
+    columns = map_columns(header)
+    if "email" in columns:
+        return CsvFile(path, encoding, delimiter, columns, False, stream, reader, None)
+    # No header names an e-mail: a bare list of addresses, or a file we cannot use.
+    for i, cell in enumerate(first[1]):
+        if _LOOKS_LIKE_EMAIL.search(cell):
+            columns = ColumnMap(header=(), indexes={"email": i})
+            return CsvFile(path, encoding, delimiter, columns, True, stream, reader, first)
+    shown = ", ".join(repr(h) for h in header[:12]) + (", ..." if len(header) > 12 else "")
+    raise InputError(
+        f"{path} has no email column: the header row has {shown}.",
+        hint="Rename the column holding addresses to 'email', or export the file again with it.",
+    )
+
+
+def write_csv(out: IO[str], header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
+    """Write rows as CSV with every formula-like cell neutralised; returns the number of rows."""
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    n = 0
+    for row in rows:
+        writer.writerow([neutralise(c) for c in row])
+        n += 1
+    return n

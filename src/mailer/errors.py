@@ -1,0 +1,62 @@
+"""One exception hierarchy for the core; the CLI turns it into a message and an exit code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the product contract (PRODUCT.md)."""
+
+    OK = 0
+    PARTIAL = 1  # done, but some recipients or rows failed
+    USAGE = 2  # bad usage or bad input; nothing changed
+    SMTP = 3  # cannot reach or log in to the SMTP server
+    LOCKED = 4  # another run holds the lock
+    INTERNAL = 70  # a bug: an exception nobody expected (EX_SOFTWARE)
+
+
+class MailerError(Exception):
+    """An error the user can act on: one sentence, an optional hint, an exit code."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(MailerError):
+    """A file, option or value the user gave cannot be used."""
+
+
+class ConfigError(MailerError):
+    """mailer.toml or the environment is incomplete or wrong."""
+
+
+class StoreError(MailerError):
+    """The database cannot be opened or is not one this version understands."""
+
+
+class NotFound(MailerError):
+    """A subscriber or campaign that does not exist."""
+
+
+class TemplateError(MailerError):
+    """A template or content file cannot be rendered."""
+
+
+class SmtpError(MailerError):
+    """The SMTP server cannot be reached or refuses our login."""
+
+    exit_code = ExitCode.SMTP
+
+
+class LockedError(MailerError):
+    """Another process holds the workspace lock."""
+
+    exit_code = ExitCode.LOCKED

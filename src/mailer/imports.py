@@ -1,0 +1,87 @@
+"""CSV file -> validated rows -> store, as one stream and one transaction."""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .csvio import REJECT_COLUMNS, CsvFile, neutralise, open_csv
+from .models import ImportSummary, Reject, Subscriber
+from .store import Store
+from .validate import RowDefaults, parse_row
+
+
+def records(csv_file: CsvFile, defaults: RowDefaults) -> Iterator[Subscriber | Reject]:
+    """Validate every data row of an opened CSV file, lazily."""
+    columns = csv_file.columns
+    for line, cells in csv_file.rows():
+        yield parse_row(cells, columns, line, defaults)
+
+
+@contextmanager
+def _rejects_writer(path: Path | None, header: tuple[str, ...]) -> Iterator:
+    """Write rejects to a temporary file beside `path`, renamed into place only on success."""
+    if path is None:
+        yield None
+        return
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".rejects-", suffix=".csv", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\r\n")
+            writer.writerow(list(header or ("email",)) + list(REJECT_COLUMNS))
+
+            def write(reject: Reject) -> None:
+                row = list(reject.row)
+                if header:
+                    row += [""] * (len(header) - len(row))
+                    row = row[: len(header)]
+                writer.writerow([neutralise(c) for c in row] + [str(reject.line), reject.reason])
+
+            yield write
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def import_file(
+    store: Store,
+    secret: bytes,
+    path: str | os.PathLike,
+    defaults: RowDefaults,
+    now: str,
+    *,
+    encoding: str | None = None,
+    commit: bool = True,
+    rejects_path: str | os.PathLike | None = None,
+) -> ImportSummary:
+    """Import (commit=True) or analyse (commit=False) a subscriber CSV file.
+
+    Either every row is stored or, if anything goes wrong part-way, nothing is.
+    """
+    with open_csv(path, encoding=encoding) as csv_file:
+        header = csv_file.columns.header
+        with _rejects_writer(Path(rejects_path) if rejects_path else None, header) as on_reject:
+            summary = store.import_subscribers(
+                records(csv_file, defaults), secret, now, commit=commit, on_reject=on_reject
+            )
+    summary.detected = describe(csv_file)
+    return summary
+
+
+def describe(csv_file: CsvFile) -> str:
+    """One line on what was detected, for humans: encoding, delimiter, columns."""
+    delim = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}[csv_file.delimiter]
+    if csv_file.headerless:
+        cols = "no header; addresses in column 1"
+    else:
+        cols = ", ".join(f"{k}={csv_file.columns.header[i]!r}" for k, i in csv_file.columns.indexes.items())
+    return f"{csv_file.path.name}: {csv_file.encoding}, {delim}-separated; {cols}"

@@ -1,0 +1,71 @@
+"""Small frozen dataclasses that travel between the core modules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STATUSES = ("active", "unsubscribed", "bounced")
+DEFAULT_LISTS = ("news", "specials")
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A person on the mailing list, as stored (or about to be stored)."""
+
+    email: str  # normalised, the address we send to
+    email_key: str = ""  # case-folded normalised address: one person, one key
+    email_entered: str = ""  # as it stood in the file or on the command line
+    first_name: str = ""
+    last_name: str = ""
+    status: str = "active"
+    lists: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    source: str = ""
+    optin_time: str = ""
+    optin_ip: str = ""
+    created_at: str = ""
+    updated_at: str = ""
+    unsubscribed_at: str = ""
+    unsubscribed_reason: str = ""
+    id: int | None = None
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row that could not be imported, with where it was and why."""
+
+    line: int
+    value: str
+    reason: str
+    row: tuple[str, ...] = ()
+
+
+@dataclass
+class ImportSummary:
+    """What an import (or a validation) found and did."""
+
+    read: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    suppressed: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    detected: str = ""  # what the reader found: encoding, delimiter, columns
+
+    def as_json(self) -> dict:
+        return {
+            "read": self.read,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "duplicates": self.duplicates,
+            "invalid": self.invalid,
+            "suppressed": self.suppressed,
+            "rejects": [{"line": r.line, "value": r.value, "reason": r.reason} for r in self.rejects],
+        }
