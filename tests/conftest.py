@@ -59,4 +59,4 @@ def mailer(tmp_path, clock) -> Mailer:
 @pytest.fixture
 def bare_mailer(tmp_path, clock) -> Mailer:
     """A CLI bound to a workspace directory that does not exist yet."""
-    return Mailer(tmp_path / "ws", clock)
+    return Mailer(tmp_path / "fresh", clock)

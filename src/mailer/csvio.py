@@ -320,6 +320,14 @@ def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
     )
 
 
+def export_row(s) -> list[str]:
+    """A Subscriber as a row of EXPORT_COLUMNS (lists and tags comma-joined)."""
+    return [
+        s.email, s.first_name, s.last_name, s.status, ",".join(s.lists), ",".join(s.tags), s.source,
+        s.optin_time, s.optin_ip, s.created_at, s.updated_at, s.unsubscribed_at, s.unsubscribed_reason,
+    ]
+
+
 def write_csv(out: IO[str], header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
     """Write rows as CSV with every formula-like cell neutralised; returns the number of rows."""
     writer = csv.writer(out, lineterminator="\r\n")

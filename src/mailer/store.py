@@ -104,6 +104,8 @@ class Store:
         # FULL: a commit survives power loss, so a delivery marked 'sending' stays marked.
         c.execute("PRAGMA synchronous = FULL")
         c.execute("PRAGMA foreign_keys = ON")
+        # Deleted rows are overwritten with zeros: an erased person's data must really go.
+        c.execute("PRAGMA secure_delete = ON")
 
     def schema_version(self) -> int:
         row = self.conn.execute(
@@ -357,7 +359,10 @@ class Store:
                 "INSERT OR IGNORE INTO suppressions (hash, reason, created_at) VALUES (?, ?, ?)",
                 (address_hash(secret, email_key), reason, now),
             )
-            return sub is not None
+        if self.path != ":memory:":
+            # Old copies of the erased pages live on in the WAL until it is checkpointed.
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return sub is not None
 
     def _erase_personal_data(self, subscriber_id: int) -> None:
         """Hook for tables added by later migrations that hold personal data."""

@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-from ..csvio import EXPORT_COLUMNS, write_csv
+from ..csvio import EXPORT_COLUMNS, export_row, write_csv
 from ..errors import ExitCode, InputError
 from ..imports import import_file
 from ..models import STATUSES, ImportSummary, Subscriber
@@ -131,13 +131,6 @@ def validate(
     _run_import(ctx, file, lists, tags, source, True, rejects, as_json, check_dns, encoding, "validate")
 
 
-def _export_row(s: Subscriber) -> list[str]:
-    return [
-        s.email, s.first_name, s.last_name, s.status, ",".join(s.lists), ",".join(s.tags), s.source,
-        s.optin_time, s.optin_ip, s.created_at, s.updated_at, s.unsubscribed_at, s.unsubscribed_reason,
-    ]
-
-
 StatusOpt = Annotated[str, typer.Option("--status", help="active, unsubscribed, bounced or all.")]
 
 
@@ -159,7 +152,7 @@ def export(
     st = state(ctx)
     store = st.store()
     rows = (
-        _export_row(s)
+        export_row(s)
         for s in store.subscribers(status=_check_status(status), list_name=list_name, tags=tags or [])
     )
     if output is None:
@@ -189,7 +182,7 @@ def _key(email: str) -> str:
 
 
 def _subscriber_json(s: Subscriber) -> dict:
-    return dict(zip(EXPORT_COLUMNS, _export_row(s))) | {"lists": list(s.lists), "tags": list(s.tags)}
+    return dict(zip(EXPORT_COLUMNS, export_row(s))) | {"lists": list(s.lists), "tags": list(s.tags)}
 
 
 @subscribers_app.command("list")
@@ -234,7 +227,7 @@ def show(ctx: typer.Context, email: str, as_json: JsonOpt = False) -> None:
     if as_json:
         st.output.json(_subscriber_json(sub))
         return
-    st.output.summary(list(zip(EXPORT_COLUMNS, _export_row(sub))), title=sub.email)
+    st.output.summary(list(zip(EXPORT_COLUMNS, export_row(sub))), title=sub.email)
 
 
 @subscribers_app.command()

@@ -1,0 +1,263 @@
+"""The people commands as a user runs them: init, import, validate, export, subscribers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import stat
+
+import pytest
+import typer
+
+from mailer import __version__
+from mailer.cli import app
+from mailer.csvio import EXPORT_COLUMNS
+
+
+def write(path, text: str, encoding="utf-8"):
+    path.write_text(text, encoding=encoding, newline="")
+    return path
+
+
+def all_commands():
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    yield from walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("path", [p for p, _ in all_commands()], ids=lambda p: " ".join(p) or "mailer")
+def test_every_command_has_help(bare_mailer, path):
+    for flag in ("-h", "--help"):
+        result = bare_mailer(*path, flag)
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.stdout
+    cmd = dict((" ".join(p), c) for p, c in all_commands())[" ".join(path)]
+    assert (cmd.help or "").strip(), f"{path} has no help text"
+
+
+def test_version(bare_mailer):
+    result = bare_mailer("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"mailer {__version__}"
+
+
+def test_init_creates_a_private_workspace(bare_mailer):
+    result = bare_mailer("init", "--no-input")
+    assert result.exit_code == 0, result.stderr
+    home = bare_mailer.home
+    for d in ("templates", "outbox", "logs"):
+        assert (home / d).is_dir()
+    assert stat.S_IMODE((home / "mailer.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((home / "secret.key").stat().st_mode) == 0o600
+    toml = (home / "mailer.toml").read_text()
+    assert "password_env" in toml and "# " in toml
+    # running it again keeps the file the user may have edited
+    (home / "mailer.toml").write_text(toml.replace('name = ""', 'name = "Edited"'))
+    assert bare_mailer("init", "--no-input").exit_code == 0
+    assert 'name = "Edited"' in (home / "mailer.toml").read_text()
+
+
+def test_commands_need_a_workspace(bare_mailer):
+    result = bare_mailer("subscribers", "list")
+    assert result.exit_code == 2
+    assert "no mailer workspace" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not bare_mailer.home.exists()
+
+
+def test_home_comes_from_the_environment(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    home = tmp_path / "from-env"
+    monkeypatch.setenv("MAILER_HOME", str(home))
+    assert CliRunner().invoke(app, ["init", "--no-input"]).exit_code == 0
+    assert (home / "mailer.toml").exists()
+
+
+def test_broken_config_is_one_sentence_with_the_line(mailer):
+    (mailer.home / "mailer.toml").write_text("[sending]\nbatch_size = fifty\n")
+    result = mailer("subscribers", "list")
+    assert result.exit_code == 2
+    assert "mailer.toml" in result.stderr and "line 2" in result.stderr
+    (mailer.home / "mailer.toml").write_text("[sending]\nbatchsize = 5\n")
+    result = mailer("subscribers", "list")
+    assert result.exit_code == 2
+    assert "unknown key 'batchsize'" in result.stderr
+
+
+def test_import_reports_exactly_the_contract_json(mailer, tmp_path):
+    f = write(
+        tmp_path / "people.csv",
+        "Email,First Name,Last Name\n"
+        "jane@example.com,Jane,Doe\n"
+        "PAT@Example.com,Pat,Lee\n"
+        "pat@example.com,Pat,Lee\n"
+        "not-an-email,X,Y\n",
+    )
+    result = mailer("import", f, "--json")
+    assert result.exit_code == 1  # done, but a row failed
+    doc = json.loads(result.stdout)
+    assert list(doc) == ["read", "added", "updated", "unchanged", "duplicates", "invalid", "suppressed", "rejects"]
+    assert doc["read"] == 4 and doc["added"] == 2 and doc["duplicates"] == 1 and doc["invalid"] == 1
+    assert doc["rejects"] == [{"line": 5, "value": "not-an-email", "reason": doc["rejects"][0]["reason"]}]
+    assert "@" in doc["rejects"][0]["reason"]
+    again = mailer.json("import", f)
+    assert (again["added"], again["updated"], again["unchanged"]) == (0, 0, 2)
+
+
+def test_import_options_apply_to_the_rows(mailer, tmp_path):
+    f = write(tmp_path / "desk.csv", "email\nann@example.com\n")
+    assert mailer("import", f, "--list", "news", "--tag", "front desk", "--source", "front desk").exit_code == 0
+    doc = mailer.json("subscribers", "show", "ann@example.com")
+    assert doc["lists"] == ["news"] and doc["tags"] == ["front desk"] and doc["source"] == "front desk"
+    f2 = write(tmp_path / "site.csv", "email\nbo@example.com\n")
+    mailer("import", f2)
+    doc = mailer.json("subscribers", "show", "bo@example.com")
+    assert doc["lists"] == ["news", "specials"] and doc["source"] == "site.csv"
+
+
+def test_unknown_list_name_is_bad_usage(mailer, tmp_path):
+    f = write(tmp_path / "a.csv", "email\nann@example.com\n")
+    result = mailer("import", f, "--list", "news letter!")
+    assert result.exit_code == 2
+    assert mailer.json("subscribers", "list") == []
+
+
+def test_dry_run_and_validate_write_nothing(mailer, bare_mailer, tmp_path):
+    f = write(tmp_path / "a.csv", "email\nann@example.com\nbob@example.com\n")
+    before = (mailer.home / "mailer.db").read_bytes()
+    doc = mailer.json("import", f, "--dry-run")
+    assert doc["added"] == 2
+    assert mailer.json("subscribers", "list") == []
+    assert mailer.json("validate", f)["added"] == 2
+    assert (mailer.home / "mailer.db").read_bytes() == before
+    # validate works without any workspace, and does not create one
+    result = bare_mailer("validate", f, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["added"] == 2
+    assert not bare_mailer.home.exists()
+
+
+def test_validate_compares_with_the_current_list(mailer, tmp_path):
+    f = write(tmp_path / "a.csv", "email\nann@example.com\nbob@example.com\n")
+    mailer("import", f)
+    mailer("subscribers", "unsubscribe", "bob@example.com")
+    doc = mailer.json("validate", f)
+    assert (doc["unchanged"], doc["suppressed"], doc["added"]) == (1, 1, 0)
+
+
+def test_rejects_file_can_be_fixed_and_imported(mailer, tmp_path):
+    f = write(tmp_path / "a.csv", "Name,Email\nAnn Lee,ann@example\nBo Yu,bo@example.com\n")
+    rejects = tmp_path / "rejects.csv"
+    assert mailer("import", f, "--rejects", rejects).exit_code == 1
+    rows = list(csv.reader(io.StringIO(rejects.read_text(encoding="utf-8-sig"))))
+    assert rows[0] == ["Name", "Email", "reject_line", "reject_reason"]
+    assert rows[1][:3] == ["Ann Lee", "ann@example", "2"]
+    fixed = rejects.read_text(encoding="utf-8-sig").replace("ann@example,", "ann@example.com,")
+    write(rejects, fixed)
+    doc = mailer.json("import", rejects)
+    assert doc["added"] == 1 and doc["invalid"] == 0
+    assert mailer.json("subscribers", "show", "ann@example.com")["first_name"] == "Ann"
+
+
+def test_no_email_column_names_the_headers_it_saw(mailer, tmp_path):
+    f = write(tmp_path / "a.csv", "Name,Phone\nAnn,555\n")
+    result = mailer("import", f)
+    assert result.exit_code == 2
+    assert "no email column" in result.stderr and "'Name', 'Phone'" in result.stderr
+
+
+def test_subscriber_lifecycle(mailer):
+    assert mailer("subscribers", "add", "Kim@Example.com", "--first-name", "Kim", "--list", "specials").exit_code == 0
+    assert mailer.json("subscribers", "show", "kim@example.com")["lists"] == ["specials"]
+    assert mailer("subscribers", "unsubscribe", "kim@example.com", "--reason", "moved away").exit_code == 0
+    shown = mailer.json("subscribers", "show", "kim@example.com")
+    assert shown["status"] == "unsubscribed" and shown["unsubscribed_reason"] == "moved away"
+    result = mailer("subscribers", "add", "kim@example.com")
+    assert result.exit_code == 2 and "resubscribe" in result.stderr
+    assert mailer("subscribers", "resubscribe", "kim@example.com").exit_code == 0
+    assert mailer.json("subscribers", "show", "kim@example.com")["status"] == "active"
+
+
+def test_add_rejects_what_import_rejects(mailer):
+    result = mailer("subscribers", "add", "jane@example.com", "--first-name", "Jane\r\nBcc: x@evil.example")
+    assert result.exit_code == 2
+    assert "control character" in result.stderr
+    assert mailer("subscribers", "add", "not an address").exit_code == 2
+
+
+def test_show_unknown_is_exit_2(mailer):
+    result = mailer("subscribers", "show", "nobody@example.com")
+    assert result.exit_code == 2 and "not on the list" in result.stderr
+
+
+def test_erase_asks_and_needs_yes_without_a_terminal(mailer):
+    mailer("subscribers", "add", "gone@example.com")
+    result = mailer("subscribers", "erase", "gone@example.com")
+    assert result.exit_code == 2 and "--yes" in result.stderr
+    assert mailer("subscribers", "erase", "gone@example.com", "--yes").exit_code == 0
+    assert mailer("subscribers", "show", "gone@example.com").exit_code == 2
+    assert mailer("subscribers", "add", "gone@example.com").exit_code == 2
+    assert "gone@example.com" not in mailer("export").stdout
+
+
+def test_list_filters_and_json(mailer, tmp_path):
+    f = write(tmp_path / "a.csv", "email,name\nann@example.com,Ann Lee\nbo@example.com,Bo Yu\n")
+    mailer("import", f)
+    mailer("subscribers", "unsubscribe", "bo@example.com")
+    assert [s["email"] for s in mailer.json("subscribers", "list", "--status", "active")] == ["ann@example.com"]
+    assert [s["email"] for s in mailer.json("subscribers", "list", "--search", "yu")] == ["bo@example.com"]
+    plain = mailer("subscribers", "list").stdout.splitlines()
+    assert plain[0] == "email\tname\tstatus\tlists\ttags"
+    assert plain[1] == "ann@example.com\tAnn Lee\tactive\tnews,specials\t"
+
+
+def test_export_neutralises_formulas_and_filters(mailer, tmp_path):
+    f = write(
+        tmp_path / "a.csv",
+        'email,first name,last name\nann@example.com,"=HYPERLINK(""http://evil.example"",""click"")",Lee\n'
+        "bo@example.com,+Bo,@Yu\n",
+    )
+    mailer("import", f)
+    mailer("subscribers", "unsubscribe", "bo@example.com")
+    text = mailer("export").stdout
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == list(EXPORT_COLUMNS)
+    assert rows[1][1] == "'=HYPERLINK(\"http://evil.example\",\"click\")"
+    assert rows[2][1:3] == ["'+Bo", "'@Yu"]
+    active = list(csv.reader(io.StringIO(mailer("export", "--status", "active").stdout)))
+    assert [r[0] for r in active[1:]] == ["ann@example.com"]
+    # the neutralised names come back exactly on import
+    out = tmp_path / "backup.csv"
+    assert mailer("export", "-o", out).exit_code == 0
+    assert out.read_bytes().startswith(b"\xef\xbb\xbf")
+
+
+def test_export_import_export_is_the_same_file(mailer, tmp_path, clock):
+    f = write(
+        tmp_path / "a.csv",
+        "Email Address,First Name,Last Name,OPTIN_TIME,OPTIN_IP,TAGS\n"
+        'ann@example.com,Ann,"O\'Neil, Jr.",2019-03-04 10:22:11,203.0.113.9,"""Patient"",""VIP"""\n'
+        "bo@example.com,-Bo,Yu,,,\n",
+    )
+    mailer("import", f)
+    clock.advance(3600)
+    mailer("subscribers", "unsubscribe", "bo@example.com", "--reason", "too many emails")
+    first = tmp_path / "first.csv"
+    mailer("export", "-o", first)
+    from tests.conftest import Mailer
+
+    other = Mailer(tmp_path / "other", clock)
+    other("init", "--no-input")
+    clock.advance(86400)
+    doc = other.json("import", first)
+    assert doc["added"] == 2 and doc["invalid"] == 0
+    second = tmp_path / "second.csv"
+    other("export", "-o", second)
+    assert second.read_bytes() == first.read_bytes()
+    shown = other.json("subscribers", "show", "bo@example.com")
+    assert shown["status"] == "unsubscribed" and shown["first_name"] == "-Bo"
+    assert other.json("subscribers", "show", "ann@example.com")["tags"] == ["Patient", "VIP"]
