@@ -55,12 +55,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "lists": ("lists",),
     "tags": ("tags", "tag", "labels", "groupmembership", "categories"),
     "source": ("source",),
-    "optin_time": ("optintime", "signupdate", "signuptime", "subscribedat", "dateadded"),
+    "optin_time": ("optintime", "signupdate", "signuptime", "subscribedat", "dateadded", "date"),
     "optin_ip": ("optinip", "signupip", "ipaddress", "ip"),
     "created_at": ("createdat",),
     "updated_at": ("updatedat",),
     "unsubscribed_at": ("unsubscribedat", "unsubtime"),
     "unsubscribed_reason": ("unsubscribedreason", "unsubreason"),
+    "unsubscribed_reason_other": ("unsubreasonother",),
     "cleaned_at": ("cleantime",),
 }
 
@@ -68,6 +69,12 @@ _NON_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 _LOOKS_LIKE_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
 # cp1252 leaves these five bytes undefined; a file holding them is latin-1.
 _CP1252_HOLES = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+# Control bytes that text never holds (tab, line breaks and ESC aside). Compressed or
+# binary data is about one tenth these; a CSV with a stray NUL in a cell is text.
+_BINARY_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+# Files people pick by mistake instead of the export.
+_NOT_CSV = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+            (b"%PDF", "a PDF document"))
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -82,14 +89,17 @@ class ColumnMap:
 
     header: tuple[str, ...]
     indexes: dict[str, int] = field(default_factory=dict)
-    ours: bool = False  # the file is one of our own exports or rejects files
+    ours: bool = False  # one of our own exports: its status, lists and times are honoured
+    # We wrote it (an export, or a rejects file of any import): undo our formula neutralisation.
+    # A rejects file keeps its source's columns, so a Mailchimp unsubscribe stays one.
+    neutralised: bool = False
 
     def get(self, cells: Sequence[str], name: str) -> str:
         i = self.indexes.get(name)
         if i is None or i >= len(cells):
             return ""
         value = cells[i]
-        return unneutralise(value) if self.ours else value
+        return unneutralise(value) if self.neutralised else value
 
     def __contains__(self, name: str) -> bool:
         return name in self.indexes
@@ -110,9 +120,9 @@ def map_columns(header: Sequence[str]) -> ColumnMap:
             if "email" in k or k.startswith("mail"):
                 indexes["email"] = i
                 break
-    ours_keys = {header_key(c) for c in EXPORT_COLUMNS}
-    ours = ours_keys <= set(keys) or header_key(REJECT_COLUMNS[1]) in keys
-    return ColumnMap(header=tuple(header), indexes=indexes, ours=ours)
+    ours = {header_key(c) for c in EXPORT_COLUMNS} <= set(keys)
+    neutralised = ours or header_key(REJECT_COLUMNS[1]) in keys
+    return ColumnMap(header=tuple(header), indexes=indexes, ours=ours, neutralised=neutralised)
 
 
 def is_dangerous(cell: str) -> bool:
@@ -173,12 +183,16 @@ def detect_encoding(path: Path) -> str:
                 f"{path} is an old Excel (.xls) workbook, not CSV.",
                 hint="In Excel choose File > Save As > CSV UTF-8, then import that file.",
             )
+        for magic, what in _NOT_CSV:
+            if head.startswith(magic):
+                raise InputError(f"{path} is {what}, not CSV text.")
         if b"\x00" in head:
             even, odd = head[0::2], head[1::2]
             if odd.count(0) > len(odd) * 0.3 and even.count(0) < len(even) * 0.05:
                 return "utf-16-le"
             if even.count(0) > len(even) * 0.3 and odd.count(0) < len(odd) * 0.05:
                 return "utf-16-be"
+        if len(_BINARY_BYTES.findall(head)) * 20 > len(head):
             raise InputError(f"{path} looks like a binary file, not CSV text.")
         fh.seek(0)
         if _is_valid_utf8(fh):
@@ -224,18 +238,31 @@ class CsvFile:
     _stream: IO[str]
     _reader: Iterator[list[str]]
     _first: tuple[int, list[str]] | None
+    _kept: list[str]  # the physical lines of the record being read (see `_tap`)
 
     def rows(self) -> Iterator[tuple[int, list[str]]]:
-        """Yield (line number where the record starts, cells) for every non-blank record."""
+        """Yield (line number where the record starts, cells) for every non-blank record.
+
+        Raises InputError at the end when there was no data row, or when the last record
+        is a quoted value that never closes (it swallowed every line after it).
+        """
+        kept, found = self._kept, 0
+        start, spanned = 0, ""  # the last record: where it starts, its text if it spans lines
         if self._first is not None:
+            start, spanned = self._first[0], "".join(kept) if len(kept) > 1 else ""
+            found += 1
             yield self._first
             self._first = None
+        kept.clear()
         reader = self._reader
         line = reader.line_num  # type: ignore[attr-defined]
         try:
             for cells in reader:
                 start, line = line + 1, reader.line_num  # type: ignore[attr-defined]
+                spanned = "".join(kept) if len(kept) > 1 else ""
+                kept.clear()
                 if any(c.strip() for c in cells):
+                    found += 1
                     yield start, cells
         except csv.Error as exc:
             raise InputError(f"{self.path}:{line + 1}: the CSV cannot be read: {exc}.") from None
@@ -244,6 +271,14 @@ class CsvFile:
                 f"{self.path}:{line + 1}: a byte cannot be read as {self.encoding}.",
                 hint="Try another --encoding, e.g. --encoding=latin-1 or --encoding=utf-16.",
             ) from None
+        if spanned and _never_closes(spanned, self.delimiter):
+            raise InputError(
+                f"{self.path}:{start}: a quoted value starts on this line and never closes, "
+                f"so the {line - start} lines after it would be read as part of it.",
+                hint='Add the missing closing " on that line (or remove the stray one), then import again.',
+            )
+        if not found:
+            raise InputError(f"{self.path} has a header row ({_shown(self.columns.header)}) but no rows under it.")
 
     def close(self) -> None:
         self._stream.close()
@@ -253,6 +288,23 @@ class CsvFile:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _tap(stream: IO[str], kept: list[str]) -> Iterator[str]:
+    """The stream's lines, each also kept so a record can be looked at as written."""
+    for line in stream:
+        kept.append(line)
+        yield line
+
+
+def _never_closes(text: str, delimiter: str) -> bool:
+    """Is this record (as written) a quoted value still open at the end of the file?"""
+    # Read again with one more line: a closed record leaves that line as a record of its own.
+    return list(csv.reader(io.StringIO(text + "\n\x00"), delimiter=delimiter))[-1] != ["\x00"]
+
+
+def _shown(header: Sequence[str]) -> str:
+    return ", ".join(repr(h) for h in header[:12]) + (", ..." if len(header) > 12 else "")
 
 
 def open_csv(path: str | Path, encoding: str | None = None) -> CsvFile:
@@ -293,7 +345,8 @@ def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
         raise InputError(f"{path} is empty: there are no rows to read.")
     delimiter = sniff_delimiter(sample)
     stream.seek(0)
-    reader = csv.reader(stream, delimiter=delimiter)
+    kept: list[str] = []
+    reader = csv.reader(_tap(stream, kept), delimiter=delimiter)
     first: tuple[int, list[str]] | None = None
     try:
         for cells in reader:
@@ -307,15 +360,14 @@ def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
     header = [c.replace("\ufeff", "").strip() for c in first[1]]
     columns = map_columns(header)
     if "email" in columns:
-        return CsvFile(path, encoding, delimiter, columns, False, stream, reader, None)
+        return CsvFile(path, encoding, delimiter, columns, False, stream, reader, None, kept)
     # No header names an e-mail: a bare list of addresses, or a file we cannot use.
     for i, cell in enumerate(first[1]):
         if _LOOKS_LIKE_EMAIL.search(cell):
             columns = ColumnMap(header=(), indexes={"email": i})
-            return CsvFile(path, encoding, delimiter, columns, True, stream, reader, first)
-    shown = ", ".join(repr(h) for h in header[:12]) + (", ..." if len(header) > 12 else "")
+            return CsvFile(path, encoding, delimiter, columns, True, stream, reader, first, kept)
     raise InputError(
-        f"{path} has no email column: the header row has {shown}.",
+        f"{path} has no email column: the header row has {_shown(header)}.",
         hint="Rename the column holding addresses to 'email', or export the file again with it.",
     )
 

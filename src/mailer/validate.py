@@ -18,6 +18,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ANGLE = re.compile(r"^(?P<name>.*?)\s*<\s*(?P<addr>[^<>]*?)\s*>$", re.DOTALL)
 _LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _TAG_SPLIT = re.compile(r"\s*(?:,|;|:::)\s*")
+# A name part of `Last, First`: letters, with spaces, dots, apostrophes or hyphens between.
+_PLAIN_NAME = re.compile(r"[^\W\d_]+(?:[ .'\u2019-]+[^\W\d_]+)*\.?")
 _WHITESPACE = " \t\u00a0\u200b\ufeff\u3000"
 MAX_NAME = 100
 MAX_TAG = 50
@@ -94,11 +96,17 @@ def normalise_email(raw: str, check_dns: bool = False) -> tuple[str, str, str]:
 
 
 def split_name(full: str) -> tuple[str, str]:
-    """`Jane Doe` -> (Jane, Doe); `Doe, Jane` -> (Jane, Doe); `Cher` -> (Cher, '')."""
+    """`Jane Doe` -> (Jane, Doe); `Doe, Jane` -> (Jane, Doe); `Cher` -> (Cher, '').
+
+    A comma means `Last, First` only between plain names, so other text (`=HYPERLINK("a","b")`)
+    is kept whole as the first name.
+    """
     full = " ".join(full.split())
     if "," in full:
         last, _, first = full.partition(",")
-        return first.strip(), last.strip()
+        last, first = last.strip(), first.strip()
+        if _PLAIN_NAME.fullmatch(last) and _PLAIN_NAME.fullmatch(first):
+            return first, last
     first, _, last = full.partition(" ")
     return first, last
 
@@ -168,7 +176,15 @@ def parse_row(cells: Sequence[str], columns: ColumnMap, line: int, defaults: Row
     """Turn one CSV record into a Subscriber, or a Reject that says what is wrong."""
     raw_email = columns.get(cells, "email")
     try:
-        email, key, display = normalise_email(raw_email, defaults.check_dns)
+        width = len(columns.header)
+        if width and len(cells) > width and any(c.strip() for c in cells[width:]):
+            # An unquoted separator inside a value shifts every cell after it.
+            raise InvalidValue(
+                f"The row has {len(cells)} cells but the header has {width}; "
+                "a value holding the separator must be in double quotes."
+            )
+        # Google Contacts joins addresses of one kind with " ::: "; the first is the main one.
+        email, key, display = normalise_email(raw_email.split(" ::: ", 1)[0], defaults.check_dns)
         first = check_text(columns.get(cells, "first_name"), "first name", MAX_NAME)
         last = check_text(columns.get(cells, "last_name"), "last name", MAX_NAME)
         if not first and not last:
@@ -183,11 +199,16 @@ def parse_row(cells: Sequence[str], columns: ColumnMap, line: int, defaults: Row
                 raise InvalidValue(f"The status {status!r} is not one of {', '.join(STATUSES)}.")
         if columns.get(cells, "unsubscribed_at").strip() and not columns.ours:
             status = "unsubscribed"  # Mailchimp's unsubscribed export: keep them suppressed
-        if columns.get(cells, "cleaned_at").strip():
+        cleaned_at = columns.get(cells, "cleaned_at").strip()
+        if cleaned_at:
             status = "bounced"  # Mailchimp's "cleaned" export: addresses that bounced
         if status != "active":
-            unsub_at = parse_time(check_text(columns.get(cells, "unsubscribed_at"), "unsubscribe time"))
+            unsub_at = columns.get(cells, "unsubscribed_at") or cleaned_at
+            unsub_at = parse_time(check_text(unsub_at, "unsubscribe time"))
             unsub_reason = check_text(columns.get(cells, "unsubscribed_reason"), "unsubscribe reason")
+            if unsub_reason.casefold() == "other":  # Mailchimp keeps the person's own words apart
+                other = columns.get(cells, "unsubscribed_reason_other")
+                unsub_reason = check_text(other, "unsubscribe reason") or unsub_reason
         if defaults.lists is not None:
             lists = defaults.lists
         elif "lists" in columns and columns.ours:
