@@ -37,7 +37,51 @@ CREATE TABLE suppressions (
 ) WITHOUT ROWID;
 """
 
+M002_CAMPAIGNS = """
+CREATE TABLE campaigns (
+    id            INTEGER PRIMARY KEY,
+    key           TEXT NOT NULL UNIQUE,        -- random; part of every Message-ID of the campaign
+    name          TEXT NOT NULL,
+    content_path  TEXT NOT NULL DEFAULT '',    -- the file it was made from (absolute)
+    content_hash  TEXT NOT NULL,               -- sha256 of the snapshot
+    content       TEXT NOT NULL,               -- snapshot of the content file
+    templates     TEXT NOT NULL,               -- JSON snapshot {template name: source}
+    template      TEXT NOT NULL,               -- news | specials
+    subject       TEXT NOT NULL,
+    list_name     TEXT NOT NULL,
+    tags          TEXT NOT NULL DEFAULT ',',
+    status        TEXT NOT NULL DEFAULT 'draft'
+                  CHECK (status IN ('draft', 'scheduled', 'sending', 'paused', 'done', 'cancelled')),
+    status_reason TEXT NOT NULL DEFAULT '',
+    scheduled_at  TEXT NOT NULL DEFAULT '',    -- UTC
+    created_at    TEXT NOT NULL,
+    started_at    TEXT NOT NULL DEFAULT '',
+    finished_at   TEXT NOT NULL DEFAULT ''
+);
+
+-- One row per (campaign, recipient), fixed when sending starts; committed after every reply.
+CREATE TABLE deliveries (
+    id             INTEGER PRIMARY KEY,
+    campaign_id    INTEGER NOT NULL REFERENCES campaigns (id),
+    subscriber_id  INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
+    seq            INTEGER NOT NULL,            -- order of sending; n of outbox/<campaign>/<n>-<address>.eml
+    email          TEXT NOT NULL,
+    status         TEXT NOT NULL DEFAULT 'pending'
+                   CHECK (status IN ('pending', 'sending', 'sent', 'failed', 'bounced', 'skipped', 'unknown')),
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    reply          TEXT NOT NULL DEFAULT '',    -- the server's last reply, or why it was skipped
+    message_id     TEXT NOT NULL DEFAULT '',
+    updated_at     TEXT NOT NULL,
+    attempted_at   TEXT NOT NULL DEFAULT '',    -- last time it was handed to a server (daily cap)
+    sent_at        TEXT NOT NULL DEFAULT '',
+    UNIQUE (campaign_id, subscriber_id)
+);
+CREATE INDEX deliveries_todo ON deliveries (campaign_id, status, seq);
+CREATE INDEX deliveries_attempted ON deliveries (attempted_at);
+"""
+
 # (name, SQL script). The position in this list is the schema version.
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
+    ("m002_campaigns", M002_CAMPAIGNS),
 ]

@@ -69,3 +69,52 @@ class ImportSummary:
             "suppressed": self.suppressed,
             "rejects": [{"line": r.line, "value": r.value, "reason": r.reason} for r in self.rejects],
         }
+
+
+CAMPAIGN_STATUSES = ("draft", "scheduled", "sending", "paused", "done", "cancelled")
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped", "unknown")
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A message (content + templates snapshot) for an audience, and where its sending stands."""
+
+    id: int
+    key: str
+    name: str
+    content_path: str
+    content_hash: str
+    content: str
+    templates: str  # JSON {template file name: source}
+    template: str
+    subject: str
+    list_name: str
+    tags: tuple[str, ...]
+    status: str
+    status_reason: str
+    scheduled_at: str
+    created_at: str
+    started_at: str
+    finished_at: str
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "cancelled")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One recipient of one campaign: the delivery log's row."""
+
+    id: int
+    campaign_id: int
+    subscriber_id: int | None
+    seq: int
+    email: str
+    status: str
+    attempts: int
+    reply: str
+    message_id: str
+    updated_at: str
+    attempted_at: str
+    sent_at: str

@@ -12,12 +12,21 @@ from typing import Iterable, Iterator
 
 from .errors import NotFound, StoreError
 from .migrations import MIGRATIONS
-from .models import ImportSummary, Reject, Subscriber
+from .models import DELIVERY_STATUSES, Campaign, Delivery, ImportSummary, Reject, Subscriber
 
 _SECRET_CHECK = b"mailer: this secret belongs to this database"
 SUBSCRIBER_COLUMNS = (
     "id, email, email_key, email_entered, first_name, last_name, status, lists, tags, source, "
     "optin_time, optin_ip, created_at, updated_at, unsubscribed_at, unsubscribed_reason"
+)
+
+CAMPAIGN_COLUMNS = (
+    "id, key, name, content_path, content_hash, content, templates, template, subject, list_name, tags, "
+    "status, status_reason, scheduled_at, created_at, started_at, finished_at"
+)
+DELIVERY_COLUMNS = (
+    "id, campaign_id, subscriber_id, seq, email, status, attempts, reply, message_id, updated_at, "
+    "attempted_at, sent_at"
 )
 
 
@@ -43,6 +52,12 @@ def _row_to_subscriber(row: sqlite3.Row | tuple) -> Subscriber:
         optin_time=optin_time, optin_ip=optin_ip, created_at=created, updated_at=updated,
         unsubscribed_at=unsub_at, unsubscribed_reason=unsub_reason,
     )
+
+
+def _row_to_campaign(row: tuple) -> Campaign:
+    values = list(row)
+    values[10] = _unpack(values[10])
+    return Campaign(*values)
 
 
 class Store:
@@ -421,3 +436,173 @@ class Store:
             counts[status] = n
         counts["erased"] = self.conn.execute("SELECT count(*) FROM suppressions").fetchone()[0]
         return counts
+
+    # -- campaigns ------------------------------------------------------------------
+
+    def create_campaign(
+        self, *, key: str, name: str, content_path: str, content_hash: str, content: str, templates: str,
+        template: str, subject: str, list_name: str, tags: Iterable[str], scheduled_at: str, now: str,
+    ) -> Campaign:
+        """Store a new campaign with its content and templates snapshot."""
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO campaigns (key, name, content_path, content_hash, content, templates, template, "
+                "subject, list_name, tags, status, scheduled_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, name, content_path, content_hash, content, templates, template, subject, list_name,
+                 _pack(tuple(tags)), "scheduled" if scheduled_at else "draft", scheduled_at, now),
+            )
+        return self.require_campaign(cur.lastrowid)
+
+    def campaign(self, campaign_id: int) -> Campaign | None:
+        row = self.conn.execute(f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+        return _row_to_campaign(row) if row else None
+
+    def require_campaign(self, campaign_id: int) -> Campaign:
+        c = self.campaign(campaign_id)
+        if c is None:
+            raise NotFound(f"There is no campaign {campaign_id}.", hint="See `mailer campaign list`.")
+        return c
+
+    def campaigns(self, *, statuses: Iterable[str] = (), content_path: str | None = None) -> list[Campaign]:
+        clauses, params = [], []
+        statuses = tuple(statuses)
+        if statuses:
+            clauses.append(f"status IN ({','.join('?' * len(statuses))})")
+            params += statuses
+        if content_path is not None:
+            clauses.append("content_path = ?")
+            params.append(content_path)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return [
+            _row_to_campaign(r)
+            for r in self.conn.execute(f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns{where} ORDER BY id", params)
+        ]
+
+    def update_campaign(self, campaign_id: int, **fields: str) -> Campaign:
+        """Change status, status_reason, scheduled_at, started_at or finished_at."""
+        allowed = {"status", "status_reason", "scheduled_at", "started_at", "finished_at"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"cannot update {set(fields) - allowed}")
+        with self.transaction():
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            self.conn.execute(f"UPDATE campaigns SET {sets} WHERE id = ?", (*fields.values(), campaign_id))
+        return self.require_campaign(campaign_id)
+
+    # -- deliveries -----------------------------------------------------------------
+
+    def audience_count(self, list_name: str, tags: Iterable[str]) -> int:
+        return self.count(status="active", list_name=list_name, tags=tags)
+
+    def fix_audience(self, campaign: Campaign, now: str) -> int:
+        """Start sending: one pending delivery per active subscriber of the audience, once.
+
+        Done in the transaction that marks the campaign 'sending', so the audience is fixed
+        exactly once however many runs start at the same moment.
+        """
+        with self.transaction():
+            row = self.conn.execute("SELECT status FROM campaigns WHERE id = ?", (campaign.id,)).fetchone()
+            if row[0] in ("draft", "scheduled"):
+                where, params = self._filters("active", campaign.list_name, campaign.tags, None)
+                self.conn.execute(
+                    "INSERT INTO deliveries (campaign_id, subscriber_id, seq, email, updated_at) "
+                    f"SELECT ?, id, row_number() OVER (ORDER BY id), email, ? FROM subscribers{where} ORDER BY id",
+                    (campaign.id, now, *params),
+                )
+                self.conn.execute(
+                    "UPDATE campaigns SET status = 'sending', started_at = ?, status_reason = '' WHERE id = ?",
+                    (now, campaign.id),
+                )
+            return self.conn.execute(
+                "SELECT count(*) FROM deliveries WHERE campaign_id = ?", (campaign.id,)
+            ).fetchone()[0]
+
+    def mark_interrupted(self, now: str) -> int:
+        """Rows left in 'sending' by a run that died: their fate is unknown, so they are not resent.
+
+        Only call this while holding the workspace lock (no other run can be sending).
+        """
+        with self.transaction():
+            return self.conn.execute(
+                "UPDATE deliveries SET status = 'unknown', updated_at = ?, "
+                "reply = 'the run stopped while this message was being handed to the server' "
+                "WHERE status = 'sending'",
+                (now,),
+            ).rowcount
+
+    def requeue(self, campaign_id: int, status: str, now: str) -> int:
+        """Put failed (or unknown) deliveries back to pending: --retry-failed, --retry-unknown."""
+        with self.transaction():
+            return self.conn.execute(
+                "UPDATE deliveries SET status = 'pending', updated_at = ? WHERE campaign_id = ? AND status = ?",
+                (now, campaign_id, status),
+            ).rowcount
+
+    def pending_deliveries(self, campaign_id: int, limit: int, after_seq: int = 0) -> list[Delivery]:
+        rows = self.conn.execute(
+            f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE campaign_id = ? AND status = 'pending' "
+            "AND seq > ? ORDER BY seq LIMIT ?",
+            (campaign_id, after_seq, limit),
+        ).fetchall()
+        return [Delivery(*r) for r in rows]
+
+    def deliveries(self, campaign_id: int, statuses: Iterable[str] = ()) -> Iterator[Delivery]:
+        statuses = tuple(statuses)
+        sql = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE campaign_id = ?"
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+        for r in self.conn.execute(sql + " ORDER BY seq", (campaign_id, *statuses)):
+            yield Delivery(*r)
+
+    def mark_sending(self, delivery_id: int, message_id: str, now: str, *, finish: tuple | None = None) -> None:
+        """Commit that a message is about to be handed over (and, in the same commit, the previous one's fate)."""
+        with self.transaction():
+            if finish is not None:
+                self._record(*finish)
+            self.conn.execute(
+                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, message_id = ?, "
+                "updated_at = ?, attempted_at = ? WHERE id = ?",
+                (message_id, now, now, delivery_id),
+            )
+
+    def record(self, delivery_id: int, status: str, reply: str, now: str, *, bounce_subscriber: bool = False) -> None:
+        """Commit what the server answered for one delivery."""
+        with self.transaction():
+            self._record(delivery_id, status, reply, now, bounce_subscriber)
+
+    def _record(self, delivery_id: int, status: str, reply: str, now: str, bounce_subscriber: bool = False) -> None:
+        self.conn.execute(
+            "UPDATE deliveries SET status = ?, reply = ?, updated_at = ?, "
+            "sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+            (status, reply, now, status, now, delivery_id),
+        )
+        if bounce_subscriber:
+            self.conn.execute(
+                "UPDATE subscribers SET status = 'bounced', unsubscribed_at = ?, unsubscribed_reason = ?, "
+                "updated_at = ? WHERE status = 'active' AND id = "
+                "(SELECT subscriber_id FROM deliveries WHERE id = ?)",
+                (now, reply[:200], now, delivery_id),
+            )
+
+    def delivery_counts(self, campaign_id: int) -> dict[str, int]:
+        counts = dict.fromkeys(DELIVERY_STATUSES, 0)
+        for status, n in self.conn.execute(
+            "SELECT status, count(*) FROM deliveries WHERE campaign_id = ? GROUP BY status", (campaign_id,)
+        ):
+            counts[status] = n
+        return counts
+
+    def attempted_since(self, since: str) -> int:
+        """Messages handed to a server since a time (UTC ISO): what a daily quota counts."""
+        return self.conn.execute(
+            "SELECT count(*) FROM deliveries WHERE attempted_at >= ?", (since,)
+        ).fetchone()[0]
+
+    def update_snapshot(self, campaign: Campaign) -> None:
+        """Take the content and templates again (only before the campaign has started)."""
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE campaigns SET content = ?, content_hash = ?, templates = ?, subject = ?, template = ? "
+                "WHERE id = ? AND status IN ('draft', 'scheduled')",
+                (campaign.content, campaign.content_hash, campaign.templates, campaign.subject,
+                 campaign.template, campaign.id),
+            )

@@ -1,0 +1,270 @@
+"""Campaigns: content + templates snapshot + audience, and a send job that runs one.
+
+The CLI calls these; they never print. A send job goes: pre-send checks -> fix the
+audience (once) -> the engine (send.py) over a transport -> the campaign's new status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .checks import Check, run_checks
+from .clock import Clock, iso
+from .config import Workspace
+from .content import Content, load_content, parse_content
+from .errors import ConfigError, InputError, NotFound
+from .models import Campaign
+from .render import Renderer, resolve_templates
+from .send import AudienceLog, CampaignSender, Event, SendOptions, SendResult, StoreLog
+from .store import Store
+from .transport import DryRunTransport, SmtpTransport, Transport
+from .validate import InvalidValue, parse_lists, parse_tags
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _audience(content: Content, list_name: str | None, tags: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    try:
+        lists = parse_lists(list_name) if list_name else (content.template,)
+        tag_names = parse_tags(list(tags))
+    except InvalidValue as exc:
+        raise InputError(str(exc)) from None
+    if len(lists) != 1:
+        raise InputError("A campaign goes to one list; give --list once.")
+    return lists[0], tag_names
+
+
+def create_campaign(
+    store: Store,
+    ws: Workspace,
+    content_path: str | Path,
+    clock: Clock,
+    *,
+    list_name: str | None = None,
+    tags: Iterable[str] = (),
+    name: str | None = None,
+    scheduled_at: str = "",
+) -> Campaign:
+    """Store a campaign made from a content file, with a snapshot of it and of the templates."""
+    path = Path(content_path).absolute()
+    content = load_content(path)
+    audience_list, tag_names = _audience(content, list_name, tags)
+    templates = resolve_templates(ws)
+    return store.create_campaign(
+        key=secrets.token_hex(5),
+        name=name or path.stem,
+        content_path=str(path),
+        content_hash=_hash(content.text),
+        content=content.text,
+        templates=json.dumps(templates, sort_keys=True),
+        template=content.template,
+        subject=content.subject,
+        list_name=audience_list,
+        tags=tag_names,
+        scheduled_at=scheduled_at,
+        now=iso(clock.now()),
+    )
+
+
+def find_campaign(store: Store, ref: str) -> Campaign:
+    """A campaign by its id (`3`)."""
+    if not ref.strip().isdigit():
+        raise InputError(f"{ref!r} is not a campaign id.", hint="See `mailer campaign list`.")
+    return store.require_campaign(int(ref))
+
+
+def campaign_for_send(
+    store: Store,
+    ws: Workspace,
+    ref: str,
+    clock: Clock,
+    *,
+    list_name: str | None = None,
+    tags: Iterable[str] = (),
+    create: bool = True,
+) -> tuple[Campaign, list[str]]:
+    """What `mailer send REF` means: a campaign id, or a content file.
+
+    For a file: the unfinished campaign made from it if there is one, else a new one
+    (or, with create=False, the audience it would have, unsaved, for a dry-run); a
+    finished one is never sent again this way. Returns the campaign and warnings.
+    """
+    if ref.strip().isdigit() and not Path(ref).is_file():
+        return find_campaign(store, ref), []
+    path = Path(ref).absolute()
+    if not path.is_file():
+        raise NotFound(f"{ref} is neither a campaign id nor a content file.", hint="See `mailer campaign list`.")
+    made = store.campaigns(content_path=str(path))
+    unfinished = [c for c in made if not c.finished]
+    if unfinished:
+        campaign = unfinished[-1]
+        warnings = []
+        if list_name or tags:
+            warnings.append(f"--list/--tag ignored: campaign {campaign.id} already has its audience.")
+        return campaign, warnings
+    if made:
+        last = made[-1]
+        raise InputError(
+            f"{path.name} was already sent as campaign {last.id} ({last.status}); it is not sent again.",
+            hint=f"To send it once more, run `mailer campaign create {ref}` and send the new campaign.",
+        )
+    if create:
+        return create_campaign(store, ws, path, clock, list_name=list_name, tags=tags), []
+    content = load_content(path)
+    audience_list, tag_names = _audience(content, list_name, tags)
+    # An unsaved campaign, for a dry-run that must change nothing.
+    draft = Campaign(
+        id=0, key="dryrun", name=path.stem, content_path=str(path), content_hash=_hash(content.text),
+        content=content.text, templates=json.dumps(resolve_templates(ws), sort_keys=True),
+        template=content.template, subject=content.subject, list_name=audience_list, tags=tag_names,
+        status="draft", status_reason="", scheduled_at="", created_at=iso(clock.now()), started_at="", finished_at="",
+    )
+    return draft, []
+
+
+def refresh_snapshot(store: Store | None, ws: Workspace, campaign: Campaign) -> tuple[Campaign, list[str]]:
+    """Before a campaign starts, its content file and templates may still change: take them again.
+
+    Once started, the snapshot is what is sent; a changed file is only warned about.
+    """
+    notes: list[str] = []
+    path = Path(campaign.content_path) if campaign.content_path else None
+    current = None
+    if path is not None and path.is_file():
+        current = load_content(path)
+    started = campaign.status not in ("draft", "scheduled")
+    if started:
+        if current is not None and _hash(current.text) != campaign.content_hash:
+            notes.append(
+                f"{path.name} has changed since campaign {campaign.id} started; the copy taken then is what is sent."
+            )
+        return campaign, notes
+    templates = json.dumps(resolve_templates(ws), sort_keys=True)
+    content = current or parse_content(campaign.content, campaign.name)
+    if content.text != campaign.content or templates != campaign.templates:
+        if content.text != campaign.content:
+            notes.append(f"{path.name} changed since campaign {campaign.id} was created; sending the new text.")
+        campaign = replace(
+            campaign, content=content.text, content_hash=_hash(content.text), templates=templates,
+            subject=content.subject, template=content.template,
+        )
+        if store is not None and campaign.id:
+            store.update_snapshot(campaign)
+    return campaign, notes
+
+
+def sender_address(ws: Workspace) -> str:
+    """MAIL FROM: [smtp] envelope_from, else [sender] from_email."""
+    address = ws.config.smtp.envelope_from or ws.config.sender.from_email
+    if not address:
+        raise ConfigError("No sender address: fill in [sender] from_email in mailer.toml.")
+    return address
+
+
+def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> Renderer:
+    content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
+    return Renderer(
+        content, json.loads(campaign.templates), ws.config, secret,
+        list_name=campaign.list_name, campaign_key=campaign.key, clock=clock,
+    )
+
+
+def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> list[Check]:
+    content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
+    return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock)
+
+
+def options_from_config(ws: Workspace, **overrides) -> SendOptions:
+    """[sending] in mailer.toml, with command-line options (those not None) on top."""
+    s = ws.config.sending
+    values = dict(batch_size=s.batch_size, pause=s.pause, rate=s.rate, per_day=s.per_day, timezone=s.timezone)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values["batch_size"] < 1:
+        raise InputError("--batch-size must be at least 1.")
+    return SendOptions(**values)
+
+
+@dataclass
+class SendJob:
+    """One run of one campaign: real (SMTP, delivery log) or dry-run (.eml files, nothing stored)."""
+
+    store: Store
+    ws: Workspace
+    campaign: Campaign
+    clock: Clock
+    options: SendOptions
+    secret: bytes
+    dry_run: bool = False
+    transport: Transport | None = None
+    notes: list[str] = field(default_factory=list)
+    result: SendResult = field(default_factory=SendResult)
+
+    @property
+    def outbox(self) -> Path:
+        slug = f"{self.campaign.id}-{self.campaign.name}" if self.campaign.id else self.campaign.name
+        return self.ws.outbox_dir / slug
+
+    def checks(self) -> list[Check]:
+        """The pre-send checks of `mailer check`, on the snapshot that will be sent."""
+        self.campaign, notes = refresh_snapshot(None if self.dry_run else self.store, self.ws, self.campaign)
+        self.notes += notes
+        return checks_for(self.campaign, self.ws, self.secret, self.clock)
+
+    def to_send(self) -> int:
+        """How many messages this run has in front of it (before caps)."""
+        if self.campaign.status in ("draft", "scheduled"):
+            return self.store.audience_count(self.campaign.list_name, self.campaign.tags)
+        return self.store.delivery_counts(self.campaign.id)["pending"]
+
+    def prepare(self, *, retry_failed: bool = False, retry_unknown: bool = False) -> None:
+        """Refuse what must not be sent; requeue what the user asked to retry (real runs only)."""
+        c = self.campaign
+        if c.status == "cancelled":
+            raise InputError(f"Campaign {c.id} was cancelled; it sends nothing more.")
+        if self.dry_run:
+            return
+        now = iso(self.clock.now())
+        self.store.mark_interrupted(now)
+        if retry_failed:
+            self.store.requeue(c.id, "failed", now)
+        if retry_unknown:
+            self.store.requeue(c.id, "unknown", now)
+        if c.status in ("paused", "done") and self.store.delivery_counts(c.id)["pending"]:
+            self.campaign = self.store.update_campaign(c.id, status="sending", status_reason="", finished_at="")
+
+    def run(self) -> Iterator[Event]:
+        """Send (or write) the messages, yielding progress; the outcome is in `result`."""
+        log: StoreLog | AudienceLog
+        if self.dry_run:
+            log = AudienceLog(self.store, self.campaign)
+            transport = self.transport or DryRunTransport(self.outbox)
+            transport.open()  # empties the folder even when nothing is left to write
+        else:
+            self.store.fix_audience(self.campaign, iso(self.clock.now()))
+            self.campaign = self.store.require_campaign(self.campaign.id)
+            log = StoreLog(self.store, self.campaign)
+            transport = self.transport or SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())
+        self.transport = transport
+        engine = CampaignSender(
+            log, renderer_for(self.campaign, self.ws, self.secret, self.clock), transport, self.clock,
+            self.options, sender=sender_address(self.ws),
+        )
+        yield from engine.run()
+        self.result = engine.result
+        if not self.dry_run:
+            self._finish()
+
+    def _finish(self) -> None:
+        counts = self.store.delivery_counts(self.campaign.id)
+        c = self.store.require_campaign(self.campaign.id)
+        if c.status == "sending" and counts["pending"] == 0 and counts["sending"] == 0:
+            self.campaign = self.store.update_campaign(c.id, status="done", finished_at=iso(self.clock.now()))
+        else:
+            self.campaign = c

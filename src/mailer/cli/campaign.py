@@ -1,0 +1,143 @@
+"""`mailer campaign ...`: create, list, show, cancel (and schedule) campaigns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..campaigns import create_campaign, find_campaign
+from ..errors import InputError
+from ..models import Campaign
+from ..schedule import local_time_text, parse_local_time
+from . import state, sub_app
+
+campaign_app = sub_app("campaign", "Create, list, show, schedule and cancel campaigns.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+AtOpt = Annotated[
+    Optional[str],
+    typer.Option("--at", help='When to send, in the workspace time zone: "2026-12-01 09:00".'),
+]
+NowOpt = Annotated[bool, typer.Option("--now", help="Accept an --at time in the past (send at the next run).")]
+
+
+def campaign_json(c: Campaign, counts: dict[str, int], timezone: str) -> dict:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "subject": c.subject,
+        "template": c.template,
+        "list": c.list_name,
+        "tags": list(c.tags),
+        "status": c.status,
+        "status_reason": c.status_reason,
+        "scheduled_at": c.scheduled_at,
+        "scheduled_local": local_time_text(c.scheduled_at, timezone) if c.scheduled_at else "",
+        "content_path": c.content_path,
+        "created_at": c.created_at,
+        "started_at": c.started_at,
+        "finished_at": c.finished_at,
+        "deliveries": counts,
+    }
+
+
+@campaign_app.command()
+def create(
+    ctx: typer.Context,
+    content: Annotated[Path, typer.Argument(help="The content file (Markdown with front matter).")],
+    list_name: Annotated[Optional[str], typer.Option("--list", "-l", help="news or specials (default: the template's).")] = None,
+    tags: Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="Only subscribers with this tag; repeatable.")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="A name for the campaign (default: the file name).")] = None,
+    at: AtOpt = None,
+    now: NowOpt = False,
+) -> None:
+    """Store a campaign (a snapshot of the content and templates, and its audience); prints its id."""
+    st = state(ctx)
+    ws = st.workspace()
+    scheduled = parse_local_time(at, ws.config.sending.timezone, st.clock, allow_past=now) if at else ""
+    c = create_campaign(st.store(), ws, content, st.clock, list_name=list_name, tags=tags or [], name=name, scheduled_at=scheduled)
+    st.output.line(str(c.id))
+    when = f", scheduled for {local_time_text(scheduled, ws.config.sending.timezone)}" if scheduled else ""
+    st.output.info(f"Campaign {c.id} ({c.name}) to the {c.list_name} list{when}.")
+
+
+@campaign_app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """All campaigns, newest last, with their delivery figures."""
+    st = state(ctx)
+    store = st.store()
+    tz = st.workspace().config.sending.timezone
+    rows = [(c, store.delivery_counts(c.id)) for c in store.campaigns()]
+    if as_json:
+        st.output.json([campaign_json(c, n, tz) for c, n in rows])
+        return
+    st.output.table(
+        ["id", "name", "list", "status", "scheduled", "sent", "pending", "subject"],
+        (
+            [c.id, c.name, c.list_name + "".join(f" #{t}" for t in c.tags), c.status,
+             local_time_text(c.scheduled_at, tz) if c.scheduled_at else "", n["sent"], n["pending"], c.subject]
+            for c, n in rows
+        ),
+        title="Campaigns",
+    )
+
+
+@campaign_app.command()
+def show(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campaign id.")], as_json: JsonOpt = False) -> None:
+    """One campaign: what, to whom, when, and how far it got."""
+    st = state(ctx)
+    store = st.store()
+    c = find_campaign(store, campaign)
+    doc = campaign_json(c, store.delivery_counts(c.id), st.workspace().config.sending.timezone)
+    if as_json:
+        st.output.json(doc)
+        return
+    counts = doc.pop("deliveries")
+    pairs = [(k, v if not isinstance(v, list) else ",".join(v)) for k, v in doc.items() if v not in ("", [])]
+    st.output.summary(pairs + [(k, n) for k, n in counts.items() if n], title=f"Campaign {c.id}")
+
+
+@campaign_app.command()
+def cancel(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campaign id.")]) -> None:
+    """Cancel a campaign: it sends nothing more (what was sent stays sent)."""
+    st = state(ctx)
+    store = st.store()
+    c = find_campaign(store, campaign)
+    if c.status == "done":
+        raise InputError(f"Campaign {c.id} has already been sent to everyone; there is nothing to cancel.")
+    if c.status != "cancelled":
+        store.update_campaign(c.id, status="cancelled", finished_at=st.now())
+    st.output.info(f"Campaign {c.id} cancelled.")
+
+
+@campaign_app.command()
+def schedule(
+    ctx: typer.Context,
+    campaign: Annotated[str, typer.Argument(help="Campaign id.")],
+    at: Annotated[str, typer.Option("--at", help='When, in the workspace time zone: "2026-12-01 09:00".')],
+    now: NowOpt = False,
+) -> None:
+    """Set (or move) the time a campaign is sent by `mailer run-due`."""
+    st = state(ctx)
+    store = st.store()
+    ws = st.workspace()
+    c = find_campaign(store, campaign)
+    if c.status not in ("draft", "scheduled"):
+        raise InputError(f"Campaign {c.id} is {c.status}; only a campaign that has not started can be scheduled.")
+    when = parse_local_time(at, ws.config.sending.timezone, st.clock, allow_past=now)
+    store.update_campaign(c.id, status="scheduled", scheduled_at=when)
+    st.output.info(f"Campaign {c.id} scheduled for {local_time_text(when, ws.config.sending.timezone)}.")
+
+
+@campaign_app.command()
+def unschedule(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campaign id.")]) -> None:
+    """Take a campaign off the schedule (it stays as a draft)."""
+    st = state(ctx)
+    store = st.store()
+    c = find_campaign(store, campaign)
+    if c.status != "scheduled":
+        raise InputError(f"Campaign {c.id} is {c.status}, not scheduled.")
+    store.update_campaign(c.id, status="draft", scheduled_at="")
+    st.output.info(f"Campaign {c.id} is no longer scheduled.")

@@ -1,0 +1,254 @@
+"""Where messages go: an SMTP server, or (dry-run) .eml files in the outbox.
+
+Dry-run is a transport, not a flag inside the SMTP code: the send engine does the same
+work either way and only the transport differs.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import idna
+
+from .config import SmtpConfig
+from .errors import ConfigError, SmtpError
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """MAIL FROM / RCPT TO of one message, and its place in the campaign."""
+
+    sender: str
+    recipient: str
+    smtputf8: bool = False
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server answered for one message (the final reply that decides its fate)."""
+
+    code: int
+    text: str
+
+    @property
+    def enhanced(self) -> str:
+        """The RFC 3463 enhanced status code (`5.1.1`), or '' if the server gave none."""
+        m = re.match(r"^([245]\.\d{1,3}\.\d{1,3})\b", self.text)
+        return m.group(1) if m else ""
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+
+class ConnectionLost(Exception):
+    """The connection broke before the server confirmed the message; reconnect and resend it."""
+
+
+class Transport(Protocol):
+    description: str  # for people: "smtp.example.com:587 (starttls)", "outbox/3-december-specials"
+
+    def open(self) -> None:
+        """Connect (and log in); raise SmtpError if the server cannot be reached or refuses us."""
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether addresses with a non-ASCII local part can be sent (known after open)."""
+
+    def send(self, envelope: Envelope, data: bytes) -> Reply:
+        """Hand over one message; raise ConnectionLost if the connection broke first."""
+
+    def close(self) -> None:
+        """Say goodbye (never raises)."""
+
+
+@lru_cache(maxsize=1)
+def _local_hostname() -> str:
+    # Looked up once per process: socket.getfqdn() can take seconds where DNS is slow.
+    return socket.getfqdn() or "localhost"
+
+
+def envelope_address(address: str) -> tuple[str, bool]:
+    """The address as SMTP needs it: (address, needs SMTPUTF8).
+
+    An ASCII local part with an internationalised domain goes out with the domain's
+    A-label (xn--...), which every server accepts; a non-ASCII local part needs SMTPUTF8.
+    """
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        domain = idna.encode(domain, uts46=True).decode("ascii")
+    return f"{local}@{domain}", not local.isascii()
+
+
+class SmtpTransport:
+    """smtplib over one reused connection, with certificates verified."""
+
+    def __init__(self, config: SmtpConfig, password: str | None):
+        if not config.host:
+            raise ConfigError("No SMTP server is set: fill in [smtp] host in mailer.toml.")
+        if config.username and not password:
+            raise ConfigError(
+                f"[smtp] username is set but the environment variable {config.password_env} "
+                "holding the password is empty.",
+                hint=f"export {config.password_env}='...' before running mailer (never put it in mailer.toml).",
+            )
+        self.config = config
+        self._password = password
+        self._smtp: smtplib.SMTP | None = None
+        self._smtputf8 = False
+        self.description = f"{config.host}:{config.port} ({config.security})"
+
+    def __repr__(self) -> str:  # never show the password, even in a debugger or traceback
+        return f"SmtpTransport({self.description})"
+
+    @property
+    def smtputf8(self) -> bool:
+        return self._smtputf8
+
+    def open(self) -> None:
+        c = self.config
+        where = f"{c.host}:{c.port}"
+        context = ssl.create_default_context()
+        try:
+            if c.security == "ssl":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    c.host, c.port, local_hostname=_local_hostname(), timeout=c.timeout, context=context
+                )
+            else:
+                smtp = smtplib.SMTP(c.host, c.port, local_hostname=_local_hostname(), timeout=c.timeout)
+            try:
+                smtp.ehlo()
+                if c.security == "starttls":
+                    if not smtp.has_extn("starttls"):
+                        raise SmtpError(
+                            f"The SMTP server {where} does not offer STARTTLS, so mailer stopped before "
+                            "sending the password or any message unencrypted.",
+                            hint='Check [smtp] port and security ("ssl" for port 465).',
+                        )
+                    smtp.starttls(context=context)
+                    smtp.ehlo()
+                if c.username:
+                    smtp.login(c.username, self._password or "")
+            except BaseException:
+                _quietly_close(smtp)
+                raise
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SmtpError(
+                f"The SMTP server {where} refused the login of {c.username!r}: {_reply_text(exc)}.",
+                hint=f"Check [smtp] username and the password in ${c.password_env}.",
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            raise SmtpError(f"The certificate of {where} could not be verified: {exc.verify_message}.") from None
+        except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
+            raise SmtpError(
+                f"Cannot reach the SMTP server {where}: {_reason(exc)}.",
+                hint="Check [smtp] host, port and security in mailer.toml, and the network.",
+            ) from None
+        self._smtp = smtp
+        self._smtputf8 = smtp.has_extn("smtputf8")
+
+    def send(self, envelope: Envelope, data: bytes) -> Reply:
+        smtp = self._smtp
+        if smtp is None:
+            raise ConnectionLost("not connected")
+        options = ["SMTPUTF8", "BODY=8BITMIME"] if envelope.smtputf8 else []
+        try:
+            code, text = smtp.mail(envelope.sender, options)
+            if code == 250:
+                code, text = smtp.rcpt(envelope.recipient)
+                if code in (250, 251):
+                    try:
+                        code, text = smtp.data(data)
+                    except smtplib.SMTPDataError as exc:  # DATA itself refused
+                        code, text = exc.smtp_code, exc.smtp_error
+            reply = Reply(code, _text(text))
+            if code == 421:  # the server is closing this connection
+                self.close()
+            elif code != 250:
+                smtp.rset()
+            smtp.command_encoding = "ascii"
+            return reply
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self.close()
+            raise ConnectionLost(_reason(exc)) from None
+
+    def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            _quietly_close(smtp)
+
+
+def _quietly_close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        pass
+    try:
+        smtp.close()
+    except OSError:
+        pass
+
+
+def _text(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return " ".join(value.split())
+
+
+def _reply_text(exc: smtplib.SMTPResponseException) -> str:
+    return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return _reply_text(exc)
+    if isinstance(exc, socket.timeout):
+        return "it did not answer in time"
+    if isinstance(exc, ConnectionRefusedError):
+        return "the connection was refused"
+    if isinstance(exc, socket.gaierror):
+        return "the host name cannot be found"
+    return str(exc) or type(exc).__name__
+
+
+_UNSAFE_FILE_CHARS = re.compile(r"[^\w@.+-]", re.UNICODE)
+
+
+class DryRunTransport:
+    """Writes each message as outbox/<campaign>/<n>-<address>.eml; opens no connection."""
+
+    def __init__(self, folder: Path, smtputf8: bool = True):
+        self.folder = Path(folder)
+        self.description = str(self.folder)
+        self._smtputf8 = smtputf8
+        self.written = 0
+        self._fresh = False
+
+    @property
+    def smtputf8(self) -> bool:
+        return self._smtputf8
+
+    def open(self) -> None:
+        if not self._fresh:  # a new dry-run of the same campaign replaces the folder
+            if self.folder.exists():
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(parents=True)
+            self._fresh = True
+
+    def send(self, envelope: Envelope, data: bytes) -> Reply:
+        name = _UNSAFE_FILE_CHARS.sub("_", envelope.recipient).lstrip(".")
+        path = self.folder / f"{envelope.seq}-{name}.eml"
+        path.write_bytes(data)
+        self.written += 1
+        return Reply(250, f"written to {path}")
+
+    def close(self) -> None:
+        pass
