@@ -162,6 +162,7 @@ def sub_app(name: str, help: str) -> typer.Typer:
 # Each module registers its commands on `app` when imported.
 from . import workspace as _workspace  # noqa: E402,F401
 from . import subscribers as _subscribers  # noqa: E402,F401
+from . import render as _render  # noqa: E402,F401
 
 
 def main() -> None:

@@ -1,0 +1,201 @@
+"""Pre-send checks: what `mailer check` shows, and what `mailer send` insists on first.
+
+Each check renders the real message (for a sample subscriber with a name and one
+without) and looks at what a subscriber, a spam filter or the law would see.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC
+from html import unescape
+from html.parser import HTMLParser
+from typing import Mapping
+
+from .clock import Clock
+from .config import Config
+from .content import Content, format_date
+from .errors import MailerError
+from .render import Renderer, _zone, sample_subscriber
+from .tokens import verify_token
+
+GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML, footer included
+SUBJECT_MAX = 60  # longer subjects are cut short on phones
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `mailer check`."""
+
+    level: str  # "pass" | "warning" | "error"
+    name: str
+    message: str
+
+
+class _Page(HTMLParser):
+    """Links, images, scripts and visible text of an HTML part."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.images: list[dict] = []
+        self.scripts: list[str] = []
+        self.text: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "a" and a.get("href") is not None:
+            self.links.append(a["href"] or "")
+        if tag == "img":
+            self.images.append(a)
+        if tag in ("script", "iframe", "object", "embed", "form"):
+            self.scripts.append(f"<{tag}>")
+        for key, value in attrs:
+            if key.startswith("on"):
+                self.scripts.append(f"{key}= on <{tag}>")
+            if key in ("href", "src") and (value or "").strip().lower().startswith("javascript:"):
+                self.scripts.append(f"a javascript: link on <{tag}>")
+        if tag in ("style", "title", "head"):
+            self._hidden += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("style", "title", "head") and self._hidden:
+            self._hidden -= 1
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.text.append(data)
+
+    @property
+    def visible(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+def _flat(text: str) -> str:
+    return " ".join(unescape(text).split())
+
+
+def run_checks(content: Content, templates: Mapping[str, str], config: Config, secret: bytes, clock: Clock) -> list[Check]:
+    """Every pre-send check for content with these templates and settings, in a fixed order."""
+    checks: list[Check] = []
+
+    def add(level: str, name: str, message: str) -> None:
+        checks.append(Check(level, name, message))
+
+    # -- settings the law and the message need
+    p = config.practice
+    if p.address.strip():
+        add("pass", "postal address", f"[practice] address is {p.address!r}.")
+    else:
+        add("error", "postal address", "[practice] address in mailer.toml is empty; the law (CAN-SPAM) requires a postal address in every message.")
+    if p.name.strip():
+        add("pass", "practice name", f"[practice] name is {p.name!r}.")
+    else:
+        add("error", "practice name", "[practice] name in mailer.toml is empty; the header and footer need it.")
+    if not p.phone.strip():
+        add("warning", "phone", "[practice] phone is empty, so the message offers no number to call.")
+    if content.template == "specials" and not (p.booking_url or p.website):
+        add("warning", "booking link", "[practice] booking_url and website are empty, so specials have no booking button.")
+
+    # -- the content's own fields
+    add("pass", "subject", f"Subject: {content.subject}")
+    if len(content.subject) > SUBJECT_MAX:
+        add("warning", "subject length", f"The subject is {len(content.subject)} characters; phones show about {SUBJECT_MAX}, so put the news first.")
+    else:
+        add("pass", "subject length", f"The subject is {len(content.subject)} characters.")
+    if not content.preheader:
+        add("warning", "preheader", "There is no preheader; inboxes will show the first words of the message instead.")
+    elif len(content.preheader) > 140:
+        add("warning", "preheader", f"The preheader is {len(content.preheader)} characters; inboxes show about 100.")
+    if content.template == "specials" and not content.offers:
+        add("error", "offers", "A specials message needs at least one offer under 'offers:' in the front matter.")
+    if content.template == "news" and content.offers:
+        add("warning", "offers", "The news template does not show offers; use template: specials to show them.")
+    today = clock.now().astimezone(_zone(config) if config.sending.timezone else UTC).date()
+    for offer in content.offers:
+        if offer.valid_until is None:
+            continue
+        if offer.valid_until < today:
+            add("warning", "offer dates", f"The offer {offer.title!r} ended on {format_date(offer.valid_until)}.")
+        elif offer.valid_until == today:
+            add("warning", "offer dates", f"The offer {offer.title!r} ends today.")
+        else:
+            add("pass", "offer dates", f"The offer {offer.title!r} is valid until {format_date(offer.valid_until)}.")
+    if re.search(r"\{\{\s*first_name\s*\}\}", content.body):
+        add("warning", "personalisation", 'The body uses {{ first_name }} without a default; people without a name will read "Hi ,". Write {{ first_name | default("there") }}.')
+
+    # -- render it, as a subscriber with a name and one without
+    try:
+        renderer = Renderer(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
+        messages = [renderer.render(sample_subscriber(content.template, named=n)) for n in (True, False)]
+    except MailerError as exc:
+        add("error", "templates", exc.message + (f" ({exc.hint})" if exc.hint else ""))
+        return checks
+    add("pass", "templates", "Renders for a subscriber with a name and for one without.")
+    message = messages[0]
+    page = _Page()
+    page.feed(message.html)
+    page.close()
+    text, html_text = _flat(message.text), page.visible
+
+    # -- unsubscribe link and postal address in both parts (CAN-SPAM)
+    for part, has in (("text", _valid_token(secret, message.text)), ("HTML", any(_valid_token(secret, h) for h in page.links))):
+        if has:
+            add("pass", "unsubscribe link", f"The {part} part has a working unsubscribe link.")
+        else:
+            add("error", "unsubscribe link", f"The {part} part has no unsubscribe link; print {{{{ unsubscribe_url }}}} in the template.")
+    if p.address.strip():
+        street, _, city = p.address.partition(",")
+        needles = [_flat(x) for x in (street, city) if x.strip()]
+        for part, haystack in (("text", text), ("HTML", html_text)):
+            if all(n in haystack for n in needles):
+                add("pass", "postal address shown", f"The {part} part shows the postal address.")
+            else:
+                add("error", "postal address shown", f"The {part} part does not show the postal address; print {{{{ practice.address }}}} in the template.")
+
+    # -- links, images, scripts, size
+    bad = [h for h in page.links if not h.startswith(("https://", "mailto:", "tel:"))]
+    plain_http = [h for h in bad if h.startswith("http://")]
+    broken = [h for h in bad if not h.startswith("http://")]
+    if plain_http:
+        add("warning", "links", f"{len(plain_http)} link(s) use http:, not https: (first: {plain_http[0]}).")
+    if broken:
+        add("error", "links", f"{len(broken)} link(s) cannot work in an email (first: {broken[0] or 'an empty link'}); links must start with https://.")
+    if not bad:
+        add("pass", "links", f"All {len(page.links)} links use https:, mailto: or tel:.")
+    srcs = [i.get("src") or "" for i in page.images]
+    if any(not s.startswith("https://") for s in srcs):
+        add("error" if any(not s.startswith(("https://", "http://")) for s in srcs) else "warning",
+            "images", "Images must be loaded from an https:// address (first: " + next(s for s in srcs if not s.startswith("https://")) + ").")
+    no_alt = [i.get("src") or "" for i in page.images if not (i.get("alt") or "").strip()]
+    if no_alt:
+        add("warning", "image alt text", f"{len(no_alt)} image(s) have no alt text, which is all many readers see (first: {no_alt[0]}); write ![what it shows](url).")
+    elif page.images:
+        add("pass", "image alt text", f"Every image ({len(page.images)}) has alt text.")
+    if page.scripts:
+        add("error", "no scripts", f"The HTML holds {page.scripts[0]}; email programs block scripts and spam filters punish them.")
+    size = max(len(m.html.encode("utf-8")) for m in messages)
+    kb = f"{size / 1024:.0f} KB"
+    if size > GMAIL_CLIP_BYTES:
+        add("error", "size", f"The HTML is {kb}; Gmail cuts messages above 102 KB, hiding the footer and unsubscribe link.")
+    elif size > GMAIL_CLIP_BYTES * 0.8:
+        add("warning", "size", f"The HTML is {kb}, close to Gmail's 102 KB clipping limit.")
+    else:
+        add("pass", "size", f"The HTML is {kb} (Gmail clips above 102 KB); the whole message is {len(message.data) / 1024:.0f} KB.")
+    return checks
+
+
+_TOKEN = re.compile(r"unsubscribe%20([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)|[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
+
+
+def _valid_token(secret: bytes, text: str) -> bool:
+    """Does text hold an unsubscribe link whose token this workspace signed?"""
+    for match in _TOKEN.finditer(text):
+        try:
+            verify_token(secret, match.group(1) or match.group(2))
+            return True
+        except MailerError:
+            continue
+    return False
