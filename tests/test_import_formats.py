@@ -388,8 +388,8 @@ def test_the_rejects_of_the_sample_list_can_be_fixed_and_imported(mailer, tmp_pa
 
 def test_a_fixed_mailchimp_unsubscribe_stays_unsubscribed(mailer, tmp_path):
     broken = tmp_path / "unsubscribed.csv"
-    broken.write_bytes(
-        (DATA / "mailchimp_unsubscribed.csv").read_bytes().replace(b"harold.becker@example.com", b"harold.becker@example"))
+    original = (DATA / "mailchimp_unsubscribed.csv").read_bytes()
+    broken.write_bytes(original.replace(b"harold.becker@example.com", b"harold.becker@example"))
     rejects_file = tmp_path / "rejects.csv"
     summary, _ = import_json(mailer, broken, "--rejects", rejects_file)
     assert counts(summary) == expect(read=3, added=2, invalid=1)

@@ -369,7 +369,8 @@ def website_optin() -> bytes:
 
 def no_header() -> bytes:
     """Addresses pasted one per line into a text file (no header), as copied from a mail client."""
-    rows = ["jane.doe@example.com", "carl.jung@example.org", "ruth.gold@example.net", "Omar Haddad <omar.haddad@example.com>", ""]
+    rows = ["jane.doe@example.com", "carl.jung@example.org", "ruth.gold@example.net",
+            "Omar Haddad <omar.haddad@example.com>", ""]
     return "\n".join(rows).encode("utf-8")
 
 
