@@ -263,7 +263,7 @@ def _check_body_syntax(body: str, name: str, body_line: int) -> None:
     try:
         jinja2.Environment().parse(body)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{name}:{body_line + (exc.lineno or 1) - 1}: {exc.message}.") from None
+        raise TemplateError(f"{name}:{body_line + (exc.lineno or 1) - 1}: {(exc.message or 'a template syntax error').rstrip('.')}.") from None
 
 
 def format_date(day: datetime.date) -> str:

@@ -164,6 +164,14 @@ def _environment(sources: Mapping[str, str]) -> jinja2.Environment:
     return env
 
 
+def _sentence(message: str | None) -> str:
+    return (message or "a template error").strip().rstrip(".")
+
+
+def _across_sections(exc: jinja2.TemplateSyntaxError) -> bool:
+    return any(s in (exc.message or "") for s in ("Unexpected end of template", "Encountered unknown tag"))
+
+
 def _error_line(exc: BaseException, names: Iterable[str]) -> tuple[str, int] | None:
     """The template name and line Jinja was at when exc was raised (the innermost one)."""
     names = set(names)
@@ -513,20 +521,6 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(data, istext=True).replace(b"\n", CRLF)
 
 
-def _encoded_words(text: str, first_room: int = 42) -> list[str]:
-    """RFC 2047 base64 encoded words, split between characters, each line under 78 columns."""
-    words, chunk = [], b""
-    for ch in text:
-        b = ch.encode("utf-8", "replace")
-        if chunk and len(chunk) + len(b) > first_room:
-            words.append(chunk)
-            chunk = b""
-        chunk += b
-    if chunk:
-        words.append(chunk)
-    return [f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words]
-
-
 def _clean_name(name: str) -> str:
     # A line break or control character in a name is just a space to the reader.
     return " ".join(_CONTROL.sub(" ", name).split())
@@ -536,7 +530,9 @@ def format_address(name: str, addr: str) -> str:
     """`"Jane Doe" <jane@example.com>` for a header, safe whatever the name holds.
 
     The name is quoted when it is plain printable ASCII, else (and whenever it holds
-    `=?`, which a reader might decode) sent as encoded words; it can never add a line.
+    `=?`, which a reader might decode) sent as one RFC 2047 encoded word. It can never
+    add a line. A name too long for one header line is cut short there: readers join
+    several encoded words differently, and the whole name is in the message anyway.
     """
     name = _clean_name(name)
     if not name:
@@ -545,7 +541,15 @@ def format_address(name: str, addr: str) -> str:
         quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         if len(quoted) + len(addr) + 8 <= 78:
             return f"{quoted} <{addr}>"
-    return "\r\n ".join(_encoded_words(name)) + f"\r\n <{addr}>"
+        if len(quoted) <= 72:
+            return f"{quoted}\r\n <{addr}>"
+    data = name.encode("utf-8", "replace")
+    if len(data) > _WORD_BYTES:
+        data = data[:_WORD_BYTES].decode("utf-8", "ignore").rstrip().encode("utf-8")
+    return f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?=\r\n <{addr}>"
+
+
+_WORD_BYTES = 45  # "To: " + "=?utf-8?b?" + 60 base64 characters + "?=" = 76 columns
 
 
 def _header_addr(addr: str) -> str:
@@ -663,7 +667,7 @@ class Renderer:
             try:
                 raw_env.parse(source, name, name)
             except jinja2.TemplateSyntaxError as exc:
-                raise TemplateError(f"{name}:{exc.lineno}: {exc.message}.") from None
+                raise TemplateError(f"{name}:{exc.lineno}: {_sentence(exc.message)}.") from None
         pieces = split_sections(content)
         self._pieces = pieces
         raw_pieces: dict[str, tuple[str, int]] = {}
@@ -679,8 +683,8 @@ class Renderer:
                 body_env.parse(source, name, name)
             except jinja2.TemplateSyntaxError as exc:
                 raise TemplateError(
-                    f"{content.name}:{line + (exc.lineno or 1) - 1}: {exc.message}"
-                    + (" (a {% %} block cannot run across a ## heading)." if "Unexpected end" in exc.message or "Encountered unknown tag" in exc.message else ".")
+                    f"{content.name}:{line + (exc.lineno or 1) - 1}: {_sentence(exc.message)}"
+                    + (" (a {% %} block cannot run across a ## heading)." if _across_sections(exc) else ".")
                 ) from None
         self._raw_pieces = raw_pieces
         self._body_env = body_env
@@ -714,7 +718,7 @@ class Renderer:
             self._body_html = env.get_template("#body/all.html")
             self._body_text = env.get_template("#body/all.txt")
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"{exc.name or content.name}:{exc.lineno}: {exc.message}.") from None
+            raise TemplateError(f"{exc.name or content.name}:{exc.lineno}: {_sentence(exc.message)}.") from None
         self._raw_html = raw_env.get_template(html_name)
         self._raw_text = raw_env.get_template(text_name)
         self._campaign = self._campaign_context(css)
@@ -848,7 +852,7 @@ class Renderer:
                 raise self._template_error(where, exc) from None
 
     def _template_error(self, where: str, exc: jinja2.TemplateError) -> TemplateError:
-        message = str(exc.message if hasattr(exc, "message") and exc.message else exc)
+        message = _sentence(str(exc.message if getattr(exc, "message", None) else exc))
         hint = None
         if isinstance(exc, jinja2.UndefinedError):
             hint = (
