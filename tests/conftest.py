@@ -60,3 +60,17 @@ def mailer(tmp_path, clock) -> Mailer:
 def bare_mailer(tmp_path, clock) -> Mailer:
     """A CLI bound to a workspace directory that does not exist yet."""
     return Mailer(tmp_path / "fresh", clock)
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on 127.0.0.1 for this test: a started `tests.smtp_server.SmtpServer`.
+
+    Configure it (`tls`, `auth`, `respond(...)`, `drop_after`, ...) and point mailer's
+    [smtp] at `smtp_server.host` / `smtp_server.port`. It stops after the test, and the
+    test fails if the server itself raised (see `SmtpServer.errors`).
+    """
+    from tests.smtp_server import SmtpServer
+
+    with SmtpServer.start() as server:
+        yield server
