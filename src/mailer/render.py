@@ -59,8 +59,6 @@ _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
 _MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>$")
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
-_BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
-_TRAILING_SPACE = re.compile(r"[ \t]+\n")
 
 
 def _markdown() -> MarkdownIt:
@@ -514,11 +512,40 @@ def sample_subscriber(list_name: str = "news", *, named: bool = True) -> Subscri
     )
 
 
-def _qp(text: str) -> bytes:
-    # Quoted-printable keeps every line under 76 octets and is still readable in a
-    # raw .eml; binascii does it in C. CRLF only after encoding, so a stray CR can't survive.
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8", "replace")
-    return binascii.b2a_qp(data, istext=True).replace(b"\n", CRLF)
+def _tidy_text(text: str) -> str:
+    """No trailing spaces, at most one blank line in a row, one newline at the end."""
+    text = "\n".join([line.rstrip() for line in text.split("\n")])
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip("\n") + "\n"
+
+
+class _QuotedPrintable:
+    """Quoted-printable, line by line, remembering lines already encoded.
+
+    QP keeps every line under 76 octets and a raw .eml readable. It works on each line
+    alone, so the lines every subscriber shares (nearly all of the HTML) are encoded
+    once per campaign instead of once per message: the biggest saving after Jinja.
+    """
+
+    def __init__(self, limit: int = 20_000):
+        self.lines: dict[str, bytes] = {}
+        self.limit = limit
+
+    def __call__(self, text: str) -> bytes:
+        lines = self.lines
+        out = []
+        # CRLF only after encoding, so a stray CR in the text cannot survive as a bare CR.
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        for line in text.split("\n"):
+            encoded = lines.get(line)
+            if encoded is None:
+                encoded = binascii.b2a_qp(line.encode("utf-8", "replace"), istext=True).replace(b"\n", CRLF)
+                if len(lines) < self.limit:
+                    lines[line] = encoded
+            out.append(encoded)
+        return CRLF.join(out)
 
 
 def _clean_name(name: str) -> str:
@@ -800,6 +827,7 @@ class Renderer:
         self._text_head = delimiter + CRLF + b'Content-Type: text/plain; charset="utf-8"' + CRLF + part
         self._html_head = CRLF + delimiter + CRLF + b'Content-Type: text/html; charset="utf-8"' + CRLF + part
         self._end = CRLF + delimiter + b"--" + CRLF
+        self._qp = _QuotedPrintable()
 
     # -- per subscriber ------------------------------------------------------------
 
@@ -874,7 +902,7 @@ class Renderer:
         except jinja2.TemplateError:
             self._probe(subscriber)  # names file:line of the sources as written
             raise TemplateError(f"{self.content.name}: cannot render for {subscriber.email}.") from None
-        text = _BLANK_LINES.sub("\n\n", _TRAILING_SPACE.sub("\n", text)).strip("\n") + "\n"
+        text = _tidy_text(text)
         message_id = self._message_id(subscriber) if self._message_id else self.default_message_id(subscriber)
         if not _MESSAGE_ID.match(message_id):
             raise TemplateError(f"The Message-ID {message_id!r} is not of the form <something@domain>.")
@@ -890,8 +918,8 @@ class Renderer:
                 self._list_id,
                 b"List-Unsubscribe: ", unsubscribe.encode("ascii"), CRLF,
                 self._tail,
-                self._text_head, _qp(text),
-                self._html_head, _qp(html),
+                self._text_head, self._qp(text),
+                self._html_head, self._qp(html),
                 self._end,
             )
         )
