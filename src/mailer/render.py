@@ -22,8 +22,8 @@ import importlib.resources
 import re
 import secrets as _secrets
 import textwrap
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -40,7 +40,7 @@ from markupsafe import Markup
 
 from .clock import Clock
 from .config import Config
-from .content import Content, Offer, format_date
+from .content import Content, format_date
 from .errors import ConfigError, TemplateError
 from .models import Subscriber
 from .tokens import make_token
@@ -368,6 +368,7 @@ class PracticeView:
 
 
 def practice_view(config: Config) -> PracticeView:
+    """[practice] as templates see it: street and city apart, a tel: link, a short website label."""
     p = config.practice
     street, _, city = p.address.partition(",")
     digits = re.sub(r"\D", "", p.phone)
@@ -761,7 +762,10 @@ class Renderer:
         else:
             html = tags.unwrap_statement_paragraphs(_MD.render(tags.protected))
             if html.strip():
-                html = css_inline.inline_fragment(f'<div class="md">\n{html}</div>', css, load_remote_stylesheets=False)
+                try:
+                    html = css_inline.inline_fragment(f'<div class="md">\n{html}</div>', css, load_remote_stylesheets=False)
+                except (css_inline.InlineError, ValueError) as exc:
+                    raise TemplateError(f"{self.content.name}: the CSS cannot be applied to the body ({exc}).") from None
         return tags.restore(html, self.content.name)
 
     def _markdown_text(self, source: str) -> str:
