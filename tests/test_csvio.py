@@ -40,14 +40,16 @@ DETECTED = {
         "unsubscribed_reason_other": "UNSUB_REASON_OTHER"}),
     "mailchimp_cleaned.csv": ("utf-8", ",", MAILCHIMP | {"cleaned_at": "CLEAN_TIME"}),
     "google_contacts.csv": ("utf-8-sig", ",", {
-        "email": "E-mail 1 - Value", "first_name": "First Name", "last_name": "Last Name", "tags": "Labels"}),
+        "email": "E-mail 1 - Value", "email2": "E-mail 2 - Value", "first_name": "First Name",
+        "last_name": "Last Name", "tags": "Labels"}),
     "google_contacts_legacy.csv": ("utf-16", ",", {
-        "email": "E-mail 1 - Value", "first_name": "Given Name", "last_name": "Family Name", "name": "Name",
+        "email": "E-mail 1 - Value", "email2": "E-mail 2 - Value", "first_name": "Given Name",
+        "last_name": "Family Name", "name": "Name",
         "tags": "Group Membership"}),
     "outlook_desktop.csv": ("cp1252", ",", {
-        "email": "E-mail Address", "first_name": "First Name", "last_name": "Last Name", "tags": "Categories"}),
+        "email": "E-mail Address", "email2": "E-mail 2 Address", "first_name": "First Name", "last_name": "Last Name", "tags": "Categories"}),
     "outlook_com.csv": ("utf-8-sig", ",", {
-        "email": "E-mail Address", "first_name": "First Name", "last_name": "Last Name"}),
+        "email": "E-mail Address", "email2": "E-mail 2 Address", "first_name": "First Name", "last_name": "Last Name"}),
     "excel_utf8_semicolon.csv": ("utf-8-sig", ";", {
         "email": "Email", "first_name": "First name", "last_name": "Last name", "optin_time": "Signup date"}),
     "excel_unicode_text.txt": ("utf-16", "\t", {

@@ -48,6 +48,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "email", "emailaddress", "email1value", "primaryemail", "mail",
         "emailaddresses", "subscriberemail", "contactemail", "e_mail",
     ),
+    # A second address, used when the first is empty (Outlook, Google).
+    "email2": ("email2address", "email2value"),
     "first_name": ("firstname", "givenname", "first", "fname", "forename"),
     "last_name": ("lastname", "familyname", "surname", "last", "lname"),
     "name": ("name", "fullname", "displayname", "contactname", "patientname", "patient"),

@@ -12,14 +12,14 @@ from typing import Iterator
 from .csvio import REJECT_COLUMNS, CsvFile, neutralise, open_csv
 from .models import ImportSummary, Reject, Subscriber
 from .store import Store
-from .validate import RowDefaults, parse_row
+from .validate import RowDefaults, RowParser
 
 
 def records(csv_file: CsvFile, defaults: RowDefaults) -> Iterator[Subscriber | Reject]:
     """Validate every data row of an opened CSV file, lazily."""
-    columns = csv_file.columns
+    parse = RowParser(csv_file.columns, defaults)
     for line, cells in csv_file.rows():
-        yield parse_row(cells, columns, line, defaults)
+        yield parse(line, cells)
 
 
 @contextmanager

@@ -27,7 +27,6 @@ CREATE TABLE subscribers (
     unsubscribed_at     TEXT NOT NULL DEFAULT '',
     unsubscribed_reason TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX subscribers_status ON subscribers (status);
 
 -- Erased people: only a keyed hash (HMAC-SHA256 of the address key) remains.
 CREATE TABLE suppressions (

@@ -29,6 +29,12 @@ DELIVERY_COLUMNS = (
     "attempted_at, sent_at"
 )
 
+_INSERT_SUBSCRIBER = (
+    "INSERT INTO subscribers (email, email_key, email_entered, first_name, last_name, status, lists, tags, "
+    "source, optin_time, optin_ip, created_at, updated_at, unsubscribed_at, unsubscribed_reason) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
 
 def address_hash(secret: bytes, email_key: str) -> str:
     """The keyed hash that is all an erased person leaves behind."""
@@ -235,18 +241,17 @@ class Store:
     def _has_suppressions(self) -> bool:
         return self.conn.execute("SELECT 1 FROM suppressions LIMIT 1").fetchone() is not None
 
-    def _insert(self, s: Subscriber, now: str) -> None:
-        self.conn.execute(
-            "INSERT INTO subscribers (email, email_key, email_entered, first_name, last_name, status, "
-            "lists, tags, source, optin_time, optin_ip, created_at, updated_at, unsubscribed_at, "
-            "unsubscribed_reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                s.email, s.email_key, s.email_entered, s.first_name, s.last_name, s.status,
-                _pack(s.lists), _pack(s.tags), s.source, s.optin_time, s.optin_ip,
-                s.created_at or now, s.updated_at or s.created_at or now,
-                s.unsubscribed_at or (now if s.status != "active" else ""), s.unsubscribed_reason,
-            ),
+    @staticmethod
+    def _insert_values(s: Subscriber, now: str) -> tuple:
+        return (
+            s.email, s.email_key, s.email_entered, s.first_name, s.last_name, s.status,
+            _pack(s.lists), _pack(s.tags), s.source, s.optin_time, s.optin_ip,
+            s.created_at or now, s.updated_at or s.created_at or now,
+            s.unsubscribed_at or (now if s.status != "active" else ""), s.unsubscribed_reason,
         )
+
+    def _insert(self, s: Subscriber, now: str) -> None:
+        self.conn.execute(_INSERT_SUBSCRIBER, self._insert_values(s, now))
 
     def merge(self, s: Subscriber, secret: bytes, now: str, *, check_erased: bool = True) -> str:
         """Add or update one subscriber without ever bringing a suppressed address back.
@@ -261,6 +266,9 @@ class Store:
         if old is None:
             self._insert(s, now)
             return "added"
+        return self._update(old, s, now)
+
+    def _update(self, old: Subscriber, s: Subscriber, now: str) -> str:
         if old.status != "active":
             return "suppressed"
         new = {
@@ -293,19 +301,26 @@ class Store:
         *,
         commit: bool = True,
         on_reject=None,
+        chunk: int = 500,
     ) -> ImportSummary:
         """Store a stream of validated rows in one transaction: all of it, or (on any error) none.
 
+        Rows are taken in chunks (a few queries per chunk instead of per row); the first
+        occurrence of an address in the file wins and later ones count as duplicates.
         With commit=False the same work is done and then rolled back: a dry run that
         reports exactly what an import would do.
         """
         summary = ImportSummary()
         c = self.conn
+        # Addresses of people who were already stored and appear in this file; people
+        # added by this import are recognised by their id instead (no write per row).
         c.execute("CREATE TEMP TABLE IF NOT EXISTS import_seen (email_key TEXT PRIMARY KEY) WITHOUT ROWID")
         c.execute("DELETE FROM temp.import_seen")
         counters = {"added": 0, "updated": 0, "unchanged": 0, "suppressed": 0}
         with self.transaction(commit=commit):
             check_erased = self._has_suppressions()
+            first_new_id = c.execute("SELECT coalesce(max(id), 0) + 1 FROM subscribers").fetchone()[0]
+            batch: list[Subscriber] = []
             for record in records:
                 summary.read += 1
                 if isinstance(record, Reject):
@@ -314,18 +329,58 @@ class Store:
                     if on_reject is not None:
                         on_reject(record)
                     continue
-                if c.execute(
-                    "INSERT OR IGNORE INTO temp.import_seen (email_key) VALUES (?)", (record.email_key,)
-                ).rowcount == 0:
-                    summary.duplicates += 1
-                    continue
-                counters[self.merge(record, secret, now, check_erased=check_erased)] += 1
+                batch.append(record)
+                if len(batch) >= chunk:
+                    self._import_chunk(batch, secret, now, check_erased, first_new_id, counters, summary)
+                    batch = []
+            if batch:
+                self._import_chunk(batch, secret, now, check_erased, first_new_id, counters, summary)
         c.execute("DELETE FROM temp.import_seen")
         summary.added = counters["added"]
         summary.updated = counters["updated"]
         summary.unchanged = counters["unchanged"]
         summary.suppressed = counters["suppressed"]
         return summary
+
+    def _import_chunk(self, batch: list[Subscriber], secret: bytes, now: str, check_erased: bool,
+                      first_new_id: int, counters: dict[str, int], summary: ImportSummary) -> None:
+        c = self.conn
+        keys = list(dict.fromkeys(s.email_key for s in batch))
+        marks = ",".join("?" * len(keys))
+        existing = {
+            r[2]: _row_to_subscriber(r)
+            for r in c.execute(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE email_key IN ({marks})", keys)
+        }
+        # Seen earlier in this file: added by this import, or an old one already met.
+        seen = {k for k, s in existing.items() if s.id >= first_new_id}
+        old_keys = [k for k in existing if k not in seen]
+        if old_keys:
+            old_marks = ",".join("?" * len(old_keys))
+            seen |= {r[0] for r in c.execute(
+                f"SELECT email_key FROM temp.import_seen WHERE email_key IN ({old_marks})", old_keys)}
+            c.executemany("INSERT OR IGNORE INTO temp.import_seen (email_key) VALUES (?)", ((k,) for k in old_keys))
+        erased: set[str] = set()
+        if check_erased:
+            hashes = {address_hash(secret, k): k for k in keys}
+            erased = {
+                hashes[r[0]]
+                for r in c.execute(f"SELECT hash FROM suppressions WHERE hash IN ({marks})", list(hashes))
+            }
+        new_rows = []
+        for s in batch:
+            key = s.email_key
+            if key in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(key)
+            if key in erased:
+                counters["suppressed"] += 1
+            elif key in existing:
+                counters[self._update(existing[key], s, now)] += 1
+            else:
+                new_rows.append(self._insert_values(s, now))
+                counters["added"] += 1
+        c.executemany(_INSERT_SUBSCRIBER, new_rows)
 
     def add(self, s: Subscriber, secret: bytes, now: str) -> str:
         """`subscribers add`: the same rules as an import of one row."""

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Sequence
 
 from email_validator import EmailNotValidError, validate_email
 
-from .csvio import ColumnMap
+from .csvio import ColumnMap, unneutralise
 from .models import DEFAULT_LISTS, STATUSES, Reject, Subscriber
 
 # C0, DEL, C1 controls and the Unicode line/paragraph separators: none may reach a header.
@@ -20,11 +22,23 @@ _LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _TAG_SPLIT = re.compile(r"\s*(?:,|;|:::)\s*")
 # A name part of `Last, First`: letters, with spaces, dots, apostrophes or hyphens between.
 _PLAIN_NAME = re.compile(r"[^\W\d_]+(?:[ .'\u2019-]+[^\W\d_]+)*\.?")
-_WHITESPACE = " \t\u00a0\u200b\ufeff\u3000"
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
+# Stray spaces are trimmed; control characters (tab, CR, LF...) are never trimmed, but refused.
+_WHITESPACE = " \u00a0\u200b\ufeff\u3000"
 MAX_NAME = 100
 MAX_TAG = 50
 MAX_FIELD = 200
 _US_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y %I:%M %p", "%m/%d/%Y", "%d.%m.%Y %H:%M", "%d.%m.%Y")
+
+# email-validator checks the domain of every address from scratch (IDNA, UTS-46: most of
+# its time), while a list has a few dozen domains for 100,000s of addresses. That check is
+# a pure function of its arguments, so it is memoised where validate_email looks it up;
+# results are unchanged (tests/test_validate.py compares them with the original).
+_email_validator_core = importlib.import_module("email_validator.validate_email")
+if not hasattr(_email_validator_core.validate_email_domain_name, "cache_info"):
+    _email_validator_core.validate_email_domain_name = lru_cache(maxsize=4096)(
+        _email_validator_core.validate_email_domain_name
+    )
 
 
 class InvalidValue(ValueError):
@@ -56,7 +70,7 @@ def _dns_resolver():
 
 def check_text(value: str, what: str, max_len: int = MAX_FIELD) -> str:
     """Strip a text field and refuse control characters (they could split a mail header)."""
-    value = value.strip(_WHITESPACE + "\r\n")
+    value = value.strip(_WHITESPACE)
     if _CONTROL.search(value):
         raise InvalidValue(f"The {what} contains a line break or another control character.")
     if len(value) > max_len:
@@ -111,6 +125,7 @@ def split_name(full: str) -> tuple[str, str]:
     return first, last
 
 
+@lru_cache(maxsize=4096)
 def parse_time(text: str) -> str:
     """A timestamp as ISO 8601 UTC (`2026-01-31T09:00:00Z`); text we cannot read is kept as it is."""
     text = text.strip()
@@ -133,9 +148,12 @@ def parse_time(text: str) -> str:
 
 
 def parse_ip(text: str) -> str:
+    """An IPv4 or IPv6 address in its usual form; '' for anything else (it is only a consent fact)."""
     text = text.strip()
     if not text:
         return ""
+    if _IPV4.fullmatch(text):
+        return text
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -172,74 +190,122 @@ def parse_tags(values: Sequence[str] | str) -> tuple[str, ...]:
     return parse_names(values, "tag")
 
 
+class RowParser:
+    """Turns the records of one file into Subscribers or Rejects.
+
+    Built once per file: which columns exist is decided here, so the per-row work
+    touches only the fields the file has (imports of 100,000s of rows are bound by
+    email-validator; this keeps our own share small).
+    """
+
+    def __init__(self, columns: ColumnMap, defaults: RowDefaults):
+        self.columns = columns
+        self.defaults = defaults
+        idx = columns.indexes
+        self.width = len(columns.header)
+        self.neutralised = columns.neutralised
+        self.ours = columns.ours
+        self.i = {name: idx.get(name) for name in (
+            "email", "email2", "first_name", "last_name", "name", "status", "lists", "tags", "source", "optin_time",
+            "optin_ip", "created_at", "updated_at", "unsubscribed_at", "unsubscribed_reason",
+            "unsubscribed_reason_other", "cleaned_at",
+        )}
+        self.has_status = self.ours and self.i["status"] is not None
+        self.has_unsub = not self.ours and self.i["unsubscribed_at"] is not None
+        self.has_clean = self.i["cleaned_at"] is not None
+        if defaults.lists is not None:
+            self.fixed_lists: tuple[str, ...] | None = tuple(sorted(defaults.lists))
+        elif self.ours and self.i["lists"] is not None:
+            self.fixed_lists = None
+        else:
+            self.fixed_lists = tuple(sorted(DEFAULT_LISTS))
+
+    def get(self, cells: Sequence[str], name: str) -> str:
+        i = self.i[name]
+        if i is None or i >= len(cells):
+            return ""
+        value = cells[i]
+        return unneutralise(value) if self.neutralised and value[:1] == "'" else value
+
+    def text(self, cells: Sequence[str], name: str, what: str, max_len: int = MAX_FIELD) -> str:
+        value = self.get(cells, name)
+        return check_text(value, what, max_len) if value else ""
+
+    def __call__(self, line: int, cells: Sequence[str]) -> Subscriber | Reject:
+        get, text, d = self.get, self.text, self.defaults
+        raw_email = get(cells, "email")
+        try:
+            if self.width and len(cells) > self.width and any(c.strip() for c in cells[self.width:]):
+                # An unquoted separator inside a value shifts every cell after it.
+                raise InvalidValue(
+                    f"The row has {len(cells)} cells but the header has {self.width}; "
+                    "a value holding the separator must be in double quotes."
+                )
+            if not raw_email.strip(_WHITESPACE) and self.i["email2"] is not None:
+                raw_email = get(cells, "email2")  # Outlook/Google: only a second address given
+            # Google Contacts joins addresses of one kind with " ::: "; the first is the main one.
+            email, key, display = normalise_email(raw_email.split(" ::: ", 1)[0], d.check_dns)
+            first = text(cells, "first_name", "first name", MAX_NAME)
+            last = text(cells, "last_name", "last name", MAX_NAME)
+            if not first and not last:
+                full = text(cells, "name", "name", 2 * MAX_NAME) or check_text(display, "name", 2 * MAX_NAME)
+                if full:
+                    first, last = split_name(full)
+                    check_text(first, "first name", MAX_NAME)
+                    check_text(last, "last name", MAX_NAME)
+            status, unsub_at, unsub_reason = "active", "", ""
+            if self.has_status:
+                status = get(cells, "status").strip().lower() or "active"
+                if status not in STATUSES:
+                    raise InvalidValue(f"The status {status!r} is not one of {', '.join(STATUSES)}.")
+            if self.has_unsub and get(cells, "unsubscribed_at").strip():
+                status = "unsubscribed"  # Mailchimp's unsubscribed export: keep them suppressed
+            cleaned_at = get(cells, "cleaned_at").strip() if self.has_clean else ""
+            if cleaned_at:
+                status = "bounced"  # Mailchimp's "cleaned" export: addresses that bounced
+            if status != "active":
+                unsub_at = get(cells, "unsubscribed_at") or cleaned_at
+                unsub_at = parse_time(check_text(unsub_at, "unsubscribe time"))
+                unsub_reason = text(cells, "unsubscribed_reason", "unsubscribe reason")
+                if unsub_reason.casefold() == "other":  # Mailchimp keeps the person's own words apart
+                    unsub_reason = text(cells, "unsubscribed_reason_other", "unsubscribe reason") or unsub_reason
+            lists = self.fixed_lists
+            if lists is None:
+                lists = tuple(sorted(parse_lists(get(cells, "lists"))))
+            tags: tuple[str, ...] = ()
+            if self.i["tags"] is not None:
+                raw_tags = get(cells, "tags")
+                tags = parse_tags(raw_tags) if raw_tags else ()
+            if d.tags:
+                tags = tags + tuple(t for t in d.tags if t not in tags)
+            source = d.source or text(cells, "source", "source") or d.default_source
+            optin_time = parse_time(text(cells, "optin_time", "opt-in time"))
+            optin_ip = parse_ip(text(cells, "optin_ip", "opt-in IP"))
+            created = updated = ""
+            if self.ours:
+                created = parse_time(text(cells, "created_at", "created time"))
+                updated = parse_time(text(cells, "updated_at", "updated time"))
+        except InvalidValue as exc:
+            return Reject(line=line, value=raw_email, reason=str(exc), row=tuple(cells))
+        return Subscriber(
+            email=email,
+            email_key=key,
+            email_entered=raw_email.strip(_WHITESPACE),
+            first_name=first,
+            last_name=last,
+            status=status,
+            lists=lists,
+            tags=tags,
+            source=source,
+            optin_time=optin_time,
+            optin_ip=optin_ip,
+            created_at=created,
+            updated_at=updated,
+            unsubscribed_at=unsub_at,
+            unsubscribed_reason=unsub_reason,
+        )
+
+
 def parse_row(cells: Sequence[str], columns: ColumnMap, line: int, defaults: RowDefaults) -> Subscriber | Reject:
     """Turn one CSV record into a Subscriber, or a Reject that says what is wrong."""
-    raw_email = columns.get(cells, "email")
-    try:
-        width = len(columns.header)
-        if width and len(cells) > width and any(c.strip() for c in cells[width:]):
-            # An unquoted separator inside a value shifts every cell after it.
-            raise InvalidValue(
-                f"The row has {len(cells)} cells but the header has {width}; "
-                "a value holding the separator must be in double quotes."
-            )
-        # Google Contacts joins addresses of one kind with " ::: "; the first is the main one.
-        email, key, display = normalise_email(raw_email.split(" ::: ", 1)[0], defaults.check_dns)
-        first = check_text(columns.get(cells, "first_name"), "first name", MAX_NAME)
-        last = check_text(columns.get(cells, "last_name"), "last name", MAX_NAME)
-        if not first and not last:
-            full = check_text(columns.get(cells, "name") or display, "name", 2 * MAX_NAME)
-            first, last = split_name(full)
-            check_text(first, "first name", MAX_NAME)
-            check_text(last, "last name", MAX_NAME)
-        status, unsub_at, unsub_reason = "active", "", ""
-        if columns.ours and "status" in columns:
-            status = columns.get(cells, "status").strip().lower() or "active"
-            if status not in STATUSES:
-                raise InvalidValue(f"The status {status!r} is not one of {', '.join(STATUSES)}.")
-        if columns.get(cells, "unsubscribed_at").strip() and not columns.ours:
-            status = "unsubscribed"  # Mailchimp's unsubscribed export: keep them suppressed
-        cleaned_at = columns.get(cells, "cleaned_at").strip()
-        if cleaned_at:
-            status = "bounced"  # Mailchimp's "cleaned" export: addresses that bounced
-        if status != "active":
-            unsub_at = columns.get(cells, "unsubscribed_at") or cleaned_at
-            unsub_at = parse_time(check_text(unsub_at, "unsubscribe time"))
-            unsub_reason = check_text(columns.get(cells, "unsubscribed_reason"), "unsubscribe reason")
-            if unsub_reason.casefold() == "other":  # Mailchimp keeps the person's own words apart
-                other = columns.get(cells, "unsubscribed_reason_other")
-                unsub_reason = check_text(other, "unsubscribe reason") or unsub_reason
-        if defaults.lists is not None:
-            lists = defaults.lists
-        elif "lists" in columns and columns.ours:
-            lists = parse_lists(columns.get(cells, "lists"))
-        else:
-            lists = DEFAULT_LISTS
-        tags = parse_tags(columns.get(cells, "tags")) if "tags" in columns else ()
-        tags = tags + tuple(t for t in defaults.tags if t not in tags)
-        source = defaults.source or check_text(columns.get(cells, "source"), "source") or defaults.default_source
-        optin_time = parse_time(check_text(columns.get(cells, "optin_time"), "opt-in time"))
-        optin_ip = parse_ip(check_text(columns.get(cells, "optin_ip"), "opt-in IP"))
-        created = updated = ""
-        if columns.ours:
-            created = parse_time(check_text(columns.get(cells, "created_at"), "created time"))
-            updated = parse_time(check_text(columns.get(cells, "updated_at"), "updated time"))
-    except InvalidValue as exc:
-        return Reject(line=line, value=raw_email, reason=str(exc), row=tuple(cells))
-    return Subscriber(
-        email=email,
-        email_key=key,
-        email_entered=raw_email.strip(_WHITESPACE),
-        first_name=first,
-        last_name=last,
-        status=status,
-        lists=tuple(sorted(lists)),
-        tags=tags,
-        source=source,
-        optin_time=optin_time,
-        optin_ip=optin_ip,
-        created_at=created,
-        updated_at=updated,
-        unsubscribed_at=unsub_at,
-        unsubscribed_reason=unsub_reason,
-    )
+    return RowParser(columns, defaults)(line, cells)
