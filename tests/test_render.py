@@ -272,6 +272,11 @@ def test_a_jinja_link_in_markdown_keeps_its_url():
     assert "Book now (https://closter-acupuncture.example/book) or email us" in m.text
 
 
+def test_the_body_can_use_jinja_globals_and_filters():
+    m = renderer("---\nsubject: Hi\n---\n{% for i in range(3) %}{{ i }}{% endfor %} {{ 'x' | upper }}\n").render(JANE)
+    assert "012 X" in m.text and "012 X" in m.html
+
+
 def test_without_a_from_address_there_is_no_message():
     config = dataclasses.replace(EXAMPLE_CONFIG, sender=dataclasses.replace(EXAMPLE_CONFIG.sender, from_email=""))
     with pytest.raises(ConfigError, match="from_email"):

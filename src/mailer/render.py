@@ -407,6 +407,15 @@ class OfferView:
     valid_until_text: str
 
 
+def _fast_render(template: jinja2.Template, context: dict) -> str:
+    """Template.render without copying the context for every small body template.
+
+    Errors surface untranslated; Renderer.render then re-renders the sources as written
+    to name the file and line.
+    """
+    return template.environment.concat(template.root_render_func(template.new_context(context, shared=True)))  # type: ignore[attr-defined]
+
+
 class _Lazy:
     """A piece of the body rendered for this subscriber only when a template prints it."""
 
@@ -419,7 +428,7 @@ class _Lazy:
 
     def _render(self) -> str:
         if self._value is None:
-            self._value = self.template.render(self.context)
+            self._value = _fast_render(self.template, self.context)
         return self._value
 
     def __html__(self) -> str:
@@ -749,7 +758,8 @@ class Renderer:
             raise TemplateError(f"{exc.name or content.name}:{exc.lineno}: {_sentence(exc.message)}.") from None
         self._raw_html = raw_env.get_template(html_name)
         self._raw_text = raw_env.get_template(text_name)
-        self._campaign = self._campaign_context(css)
+        # Jinja's globals (range, dict, ...) ride along: the body pieces render with this dict as is.
+        self._campaign = {**env.globals, **self._campaign_context(css)}
 
         # 3. Render for sample subscribers now, so an undefined name stops us before any message.
         for named in (True, False):
