@@ -10,14 +10,15 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .checks import Check, run_checks
-from .clock import Clock, iso
+from .clock import Clock, iso, parse_iso
 from .config import Workspace
 from .content import Content, load_content, parse_content
-from .errors import ConfigError, InputError, NotFound
+from .errors import ConfigError, InputError, MailerError, NotFound
 from .models import Campaign
 from .render import Renderer, resolve_templates
 from .send import AudienceLog, CampaignSender, Event, SendOptions, SendResult, StoreLog
@@ -268,3 +269,58 @@ class SendJob:
             self.campaign = self.store.update_campaign(c.id, status="done", finished_at=iso(self.clock.now()))
         else:
             self.campaign = c
+
+
+def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tuple[list[Campaign], list[Campaign]]:
+    """What `run-due` should send now, and what is too late to send without a human.
+
+    Due: campaigns left part-sent (daily cap, outage) first, then scheduled ones whose
+    time has come, oldest first. Late: scheduled ones whose time passed more than
+    max_lateness hours ago (the machine was off); each is returned once, then marked.
+    """
+    started, scheduled, late = [], [], []
+    for c in store.campaigns(statuses=("scheduled", "sending")):
+        if c.status == "sending":
+            if store.delivery_counts(c.id)["pending"]:
+                started.append(c)
+            continue
+        if c.status_reason or not c.scheduled_at:
+            continue  # already reported as late: waits for `mailer send` or a new time
+        when = parse_iso(c.scheduled_at)
+        if when > now:
+            continue
+        if now - when > timedelta(hours=max_lateness_hours):
+            late.append(c)
+        else:
+            scheduled.append(c)
+    scheduled.sort(key=lambda c: (c.scheduled_at, c.id))
+    for c in late:
+        store.update_campaign(
+            c.id,
+            status_reason=f"missed its time ({c.scheduled_at}) by more than {max_lateness_hours:g} hours; "
+            f"not sent automatically",
+        )
+    return started + scheduled, late
+
+
+_PROBE_CONTENT = {
+    "news": "---\nsubject: Template check\ntemplate: news\n---\nHi {{ first_name | default('there') }},\n\n## News\n\nText.\n",
+    "specials": (
+        "---\nsubject: Template check\ntemplate: specials\noffers:\n  - title: Offer\n    details: Details.\n"
+        "    price: \"$1\"\n---\nHi {{ first_name | default('there') }},\n"
+    ),
+}
+
+
+def template_problems(ws: Workspace, secret: bytes, clock: Clock) -> list[str]:
+    """Errors the pre-send checks find in the templates in use and the practice details, for each template."""
+    templates = resolve_templates(ws)
+    problems = []
+    for name, text in _PROBE_CONTENT.items():
+        try:
+            checks = run_checks(parse_content(text, f"{name} template check"), templates, ws.config, secret, clock)
+        except MailerError as exc:
+            problems.append(f"{name}: {exc.message}")
+            continue
+        problems += [f"{name} template: {c.name}: {c.message}" for c in checks if c.level == "error"]
+    return problems

@@ -15,7 +15,7 @@ from datetime import datetime, time as dtime
 from typing import Iterator, Protocol
 
 from .clock import Clock, iso
-from .errors import SmtpError
+from .errors import MailerError, SmtpError
 from .schedule import workspace_timezone
 from .models import DELIVERY_STATUSES, Campaign, Delivery, Subscriber
 from .store import Store
@@ -284,7 +284,14 @@ class CampaignSender:
             self.result.outcomes["failed"] += 1
             yield Event("delivery", f"{sub.email}: needs-smtputf8", delivery, "failed")
             return
-        message = self.renderer.render(sub)
+        try:
+            message = self.renderer.render(sub)
+        except MailerError as exc:  # this subscriber's data cannot make a message; the rest can
+            self.log.record(delivery, "failed", f"cannot be rendered: {exc.message}", self._now())
+            self.result.outcomes["failed"] += 1
+            yield Event("delivery", f"{sub.email}: failed ({exc.message})", delivery, "failed")
+            self._failure(Reply(0, exc.message))
+            return
         envelope = Envelope(self.sender, recipient, needs_utf8, delivery.seq)
         self._wait_for_rate()
         self.log.mark_sending(delivery, message.message_id, self._now())

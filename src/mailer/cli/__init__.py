@@ -163,6 +163,9 @@ def sub_app(name: str, help: str) -> typer.Typer:
 from . import workspace as _workspace  # noqa: E402,F401
 from . import subscribers as _subscribers  # noqa: E402,F401
 from . import render as _render  # noqa: E402,F401
+from . import campaign as _campaign  # noqa: E402,F401
+from . import send as _send  # noqa: E402,F401
+from . import cron as _cron  # noqa: E402,F401
 
 
 def main() -> None:

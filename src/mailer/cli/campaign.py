@@ -127,7 +127,7 @@ def schedule(
     if c.status not in ("draft", "scheduled"):
         raise InputError(f"Campaign {c.id} is {c.status}; only a campaign that has not started can be scheduled.")
     when = parse_local_time(at, ws.config.sending.timezone, st.clock, allow_past=now)
-    store.update_campaign(c.id, status="scheduled", scheduled_at=when)
+    store.update_campaign(c.id, status="scheduled", scheduled_at=when, status_reason="")
     st.output.info(f"Campaign {c.id} scheduled for {local_time_text(when, ws.config.sending.timezone)}.")
 
 

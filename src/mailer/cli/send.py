@@ -59,11 +59,11 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:.1f} msg/s" if task.speed else "")
 
 
-def _progress_lines(out: Output, events, total: int) -> None:
+def _progress_lines(out: Output, events, total: int, dry_run: bool = False) -> None:
     """Plain lines on stderr when there is no terminal, a progress bar when there is."""
     if not out.is_terminal:
         for e in events:
-            if e.message:
+            if e.message and not (dry_run and e.kind == "delivery" and e.status == "sent"):
                 out.info(e.message)
         return
     columns = (
@@ -130,7 +130,7 @@ def run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name, tag
         if not dry_run and to_send:
             _confirm(st, job, to_send, yes)
         events = job.run()
-        _progress_lines(out, events, min(to_send, job.options.limit or to_send))
+        _progress_lines(out, events, min(to_send, job.options.limit or to_send), dry_run)
     return _summary(st, job, as_json, interrupted_before)
 
 
