@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -29,6 +29,10 @@ def run_due(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent (writes .eml files); send nothing.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a short summary when work was done.")] = False,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Messages per connection.", min=1)] = None,
+    pause: Annotated[Optional[float], typer.Option("--pause", help="Seconds between batches.", min=0)] = None,
+    rate: Annotated[Optional[float], typer.Option("--rate", help="At most this many messages a minute.", min=0)] = None,
+    per_day: Annotated[Optional[int], typer.Option("--per-day", help="At most this many messages a day.", min=0)] = None,
 ) -> None:
     """For cron: send every campaign whose time has come, and what daily caps left pending.
 
@@ -69,7 +73,8 @@ def run_due(
             log.write("late", campaign=c.id, scheduled_at=c.scheduled_at)
             code = max(code, ExitCode.PARTIAL)
         for c in due:
-            job = SendJob(store, ws, c, st.clock, options_from_config(ws), ws.secret(), dry_run=dry_run)
+            options = options_from_config(ws, batch_size=batch_size, pause=pause, rate=rate, per_day=per_day)
+            job = SendJob(store, ws, c, st.clock, options, ws.secret(), dry_run=dry_run)
             try:
                 job.prepare()
                 checks = job.checks()
