@@ -44,6 +44,7 @@ from .content import Content, format_date
 from .errors import ConfigError, TemplateError
 from .models import Subscriber
 from .tokens import make_token
+from .validate import InvalidValue, ascii_domain
 
 TEMPLATE_FILES = (
     "base.html.j2", "base.txt.j2", "specials.html.j2", "specials.txt.j2", "news.html.j2", "news.txt.j2",
@@ -53,7 +54,7 @@ CRLF = b"\r\n"
 
 # C0, DEL, C1 controls and the Unicode line separators: never allowed into a header.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_HEADER_SAFE_ADDR = re.compile(r"^[\x21-\x7e]+@[\x21-\x7e]+$")
+_HEADER_SAFE_ADDR = re.compile(r"^[^\x00-\x20\x7f-\x9f]+@[\x21-\x7e]+$")
 _ADDR_SPECIALS = re.compile(r'[<>()\[\]\\,;:"\s]')
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
 _MESSAGE_ID = re.compile(r"^<[\x21-\x3b\x3d\x3f-\x7e]+@[\x21-\x3b\x3d\x3f-\x7e]+>$")
@@ -590,11 +591,15 @@ _WORD_BYTES = 45  # "To: " + "=?utf-8?b?" + 60 base64 characters + "?=" = 76 col
 
 
 def _header_addr(addr: str) -> str:
-    """The address as it may stand in a header: ASCII (IDNA domain), no spaces or specials."""
+    """The address as it may stand in a header: the domain as ASCII (IDNA A-label), no spaces or specials.
+
+    A non-ASCII local part stays UTF-8 (RFC 6532): such a message only goes to a server
+    that offers SMTPUTF8, which the send engine checks before handing it over.
+    """
     local, _, domain = addr.rpartition("@")
     try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
+        domain = ascii_domain(domain)
+    except InvalidValue:
         pass
     out = f"{local}@{domain}"
     if not _HEADER_SAFE_ADDR.match(out) or _ADDR_SPECIALS.search(out.replace('"', "")) or not local:
@@ -925,7 +930,7 @@ class Renderer:
         data = b"".join(
             (
                 self._head_a,
-                b"To: ", format_address(subscriber.full_name, _header_addr(subscriber.email)).encode("ascii"), CRLF,
+                b"To: ", format_address(subscriber.full_name, _header_addr(subscriber.email)).encode("utf-8"), CRLF,
                 self._head_b,
                 b"Date: ", email.utils.format_datetime(now).encode("ascii"), CRLF,
                 b"Message-ID: ", message_id.encode("ascii"), CRLF,

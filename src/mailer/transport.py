@@ -16,10 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
-import idna
-
 from .config import SmtpConfig
 from .errors import ConfigError, SmtpError
+from .validate import ascii_domain
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,7 @@ def envelope_address(address: str) -> tuple[str, bool]:
     A-label (xn--...), which every server accepts; a non-ASCII local part needs SMTPUTF8.
     """
     local, _, domain = address.rpartition("@")
-    if not domain.isascii():
-        domain = idna.encode(domain, uts46=True).decode("ascii")
-    return f"{local}@{domain}", not local.isascii()
+    return f"{local}@{ascii_domain(domain)}", not local.isascii()
 
 
 class SmtpTransport:

@@ -10,6 +10,7 @@ from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Sequence
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 
 from .csvio import ColumnMap, unneutralise
@@ -107,6 +108,17 @@ def normalise_email(raw: str, check_dns: bool = False) -> tuple[str, str, str]:
         raise InvalidValue(str(exc)) from None
     normalised = result.normalized
     return normalised, normalised.lower(), display
+
+
+@lru_cache(maxsize=1024)
+def ascii_domain(domain: str) -> str:
+    """A domain as SMTP and headers carry it: its IDNA 2008 A-label (`xn--bcher-kva.example`)."""
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise InvalidValue(f"The domain {domain!r} cannot be written in ASCII: {exc}.") from None
 
 
 def split_name(full: str) -> tuple[str, str]:
