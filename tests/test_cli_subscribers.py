@@ -261,3 +261,25 @@ def test_export_import_export_is_the_same_file(mailer, tmp_path, clock):
     shown = other.json("subscribers", "show", "bo@example.com")
     assert shown["status"] == "unsubscribed" and shown["first_name"] == "-Bo"
     assert other.json("subscribers", "show", "ann@example.com")["tags"] == ["Patient", "VIP"]
+
+
+def test_excel_sep_line_names_the_delimiter(mailer, tmp_path):
+    f = tmp_path / "sep.csv"
+    f.write_bytes(b"sep=;\r\nEmail;Name\r\nann@example.com;Ann Lee\r\nnot-an-address;Bo\r\n")
+    doc = mailer.json("import", f)
+    assert (doc["added"], doc["rejects"][0]["line"]) == (1, 4)
+
+
+def test_excel_for_mac_csv_is_macroman(mailer, tmp_path):
+    f = tmp_path / "mac.csv"
+    f.write_bytes("Email,Name\rzoe@example.com,Zoë Müller\r".encode("mac_roman"))
+    mailer("import", f)
+    assert mailer.json("subscribers", "show", "zoe@example.com")["first_name"] == "Zoë"
+
+
+def test_control_characters_in_a_file_cannot_drive_the_terminal(mailer, tmp_path):
+    f = tmp_path / "esc.csv"
+    f.write_bytes(b'Email,Name\r\n"x\x1b]0;pwned\x07@example.com",A\r\n')
+    result = mailer("import", f)
+    assert result.exit_code == 1
+    assert "\x1b" not in result.stdout + result.stderr and "\\x1b]0;pwned\\x07" in result.stdout

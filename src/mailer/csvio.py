@@ -78,6 +78,7 @@ _BINARY_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 _NOT_CSV = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
             (b"%PDF", "a PDF document"))
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_SEP_LINE = re.compile(r"sep=(.)\r?\n", re.IGNORECASE)
 
 
 def header_key(name: str) -> str:
@@ -199,6 +200,8 @@ def detect_encoding(path: Path) -> str:
         fh.seek(0)
         if _is_valid_utf8(fh):
             return "utf-8"
+        if b"\r" in head and b"\n" not in head:
+            return "mac_roman"  # Excel for Mac's "CSV (Macintosh)": MacRoman, CR line ends
         fh.seek(0)
         return "latin-1" if _has_cp1252_holes(fh) else "cp1252"
 
@@ -345,13 +348,19 @@ def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
         ) from None
     if not sample.strip("\ufeff \t\r\n\x00"):
         raise InputError(f"{path} is empty: there are no rows to read.")
-    delimiter = sniff_delimiter(sample)
     stream.seek(0)
+    hint = _SEP_LINE.match(sample.lstrip("\ufeff"))
+    if hint:  # Excel's "sep=;" first line names the delimiter; it is not the header
+        delimiter = hint.group(1)
+    else:
+        delimiter = sniff_delimiter(sample)
     kept: list[str] = []
     reader = csv.reader(_tap(stream, kept), delimiter=delimiter)
     first: tuple[int, list[str]] | None = None
     try:
         for cells in reader:
+            if hint and reader.line_num == 1:
+                continue
             if any(c.strip() for c in cells):
                 first = (reader.line_num, cells)
                 break

@@ -6,6 +6,7 @@ Data goes to stdout, diagnostics to stderr. Subscriber data is never read as ric
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -85,20 +86,28 @@ class Output:
     # -- diagnostics (stderr) -------------------------------------------------------
 
     def info(self, text: str) -> None:
-        self.err.print(Text(text))
+        self.err.print(Text(printable(text)))
 
     def warn(self, text: str) -> None:
-        self.err.print(Text("warning: ", style="yellow bold") + Text(text))
+        self.err.print(Text("warning: ", style="yellow bold") + Text(printable(text)))
 
     def error(self, text: str, hint: str | None = None) -> None:
-        self.err.print(Text("error: ", style="red bold") + Text(text))
+        self.err.print(Text("error: ", style="red bold") + Text(printable(text)))
         if hint:
-            self.err.print(Text("hint: ", style="bold") + Text(hint))
+            self.err.print(Text("hint: ", style="bold") + Text(printable(hint)))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters shown as escapes (`\\r`, `\\x1b`): a file must not drive the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _plain(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    return str(value)
+        return ",".join(printable(str(v)) for v in value)
+    return printable(str(value))

@@ -68,7 +68,7 @@ def _show_summary(st: AppState, summary: ImportSummary, as_json: bool, verb: str
         if summary.rejects:
             out.table(
                 ["line", "value", "reason"],
-                ([r.line, r.value.replace("\r", "\\r").replace("\n", "\\n"), r.reason] for r in summary.rejects),
+                ([r.line, r.value, r.reason] for r in summary.rejects),
                 title="Rows not imported",
             )
     if summary.invalid:
