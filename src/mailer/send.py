@@ -257,14 +257,15 @@ class CampaignSender:
                         self.result.quota_left = True
                         yield Event("stop", f"Stopped: {reason}; the rest waits for the next run.")
                         return
-                    yield from self._deliver(delivery)
-                    if self.result.stopped:
-                        return
-                    if self._in_batch >= o.batch_size:
+                    if self._in_batch >= o.batch_size:  # only now, so a run never ends on a pause
                         self._disconnect()
+                        self._in_batch = 0
                         if o.pause > 0:
                             yield Event("pause", f"Batch of {o.batch_size} done; pausing {o.pause:g} s.")
                             self.clock.sleep(o.pause)
+                    yield from self._deliver(delivery)
+                    if self.result.stopped:
+                        return
         finally:
             self._disconnect()
 
