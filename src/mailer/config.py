@@ -43,18 +43,18 @@ class SmtpConfig:
     security: str = "starttls"
     username: str = ""
     password_env: str = "MAILER_SMTP_PASSWORD"
-    timeout: float = 30
+    timeout: float = 30.0  # float defaults: _coerce casts a value to its default's type
     envelope_from: str = ""
 
 
 @dataclass(frozen=True)
 class SendingConfig:
     batch_size: int = 50
-    pause: float = 10
-    rate: float = 0
+    pause: float = 10.0
+    rate: float = 0.0
     per_day: int = 0
     timezone: str = ""
-    max_lateness: float = 12  # hours
+    max_lateness: float = 12.0  # hours
 
 
 @dataclass(frozen=True)
