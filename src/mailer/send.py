@@ -297,7 +297,6 @@ class CampaignSender:
         self._wait_for_rate()
         self.log.mark_sending(delivery, message.message_id, self._now())
         self.result.handed_over += 1
-        self._in_batch += 1
         tries = 0
         reconnects = 0
         while True:
@@ -320,6 +319,7 @@ class CampaignSender:
                     yield Event("stop", self.result.stopped)
                     return
                 continue
+            self._in_batch += 1  # on the connection that carried it: after a reconnect, a new batch
             kind = classify(reply)
             if kind == "temporary":
                 tries += 1
