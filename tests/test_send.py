@@ -1,0 +1,906 @@
+"""`mailer send` against a real SMTP server: every rule of issue 4, on the wire and in the store.
+
+Each test runs the CLI in-process (the `mailer` fixture, with a FakeClock: pauses, backoff
+and rate limits cost no real time) against the `smtp_server` fixture, then checks what the
+server actually received (each recipient once, To, List-Unsubscribe and the Message-ID the
+delivery log holds) and what the store says (`mailer report --json`, `subscribers show`).
+
+The list is examples/patients.csv: 46 people, one with a non-ASCII local part
+(renée@café.example, sent only over SMTPUTF8) and two at internationalised domains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+from collections import Counter, defaultdict
+from contextlib import closing
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+import pytest
+
+from mailer.cli import AppState, app
+from mailer.cli.output import Output
+from mailer.lock import WorkspaceLock
+from mailer.transport import envelope_address
+from tests.conftest import REPO, Mailer
+from tests.smtp_server import SmtpServer
+
+SPECIALS = REPO / "examples" / "december-specials.md"
+PATIENTS = REPO / "examples" / "patients.csv"
+RENEE = "renée@café.example"
+SENDER = "news@closter-acupuncture.example"
+USER = "news@closter-acupuncture.example"
+PASSWORD = "Xq7-correct-horse-battery"
+EVERYONE = 46  # the valid people of patients.csv
+DAY = 24 * 3600
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+
+def set_config(home: Path, section: str, **values) -> None:
+    """Change keys of one section of the mailer.toml that `mailer init --example` wrote."""
+    path = home / "mailer.toml"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    todo = dict(values)
+    current = None
+    for i, line in enumerate(lines):
+        header = re.match(r"^\[(\w+)\]", line)
+        if header:
+            current = header.group(1)
+            continue
+        key = line.split("=", 1)[0].strip()
+        if current == section and "=" in line and key in todo:
+            lines[i] = f"{key} = {json.dumps(todo.pop(key))}"
+    assert not todo, f"not in [{section}]: {todo}"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def point_at(home: Path, server: SmtpServer, **smtp) -> None:
+    """Point the workspace's [smtp] at the test server (plus any other [smtp] keys)."""
+    set_config(home, "smtp", **{**server.smtp_settings(), **smtp})
+
+
+def wire(address: str) -> str:
+    """An address as it goes out in RCPT TO (A-label domain)."""
+    return envelope_address(address)[0]
+
+
+def header_address(msg) -> str:
+    """The one address in To; a UTF-8 header (SMTPUTF8) comes out of the parser surrogate-escaped."""
+    [to] = msg["To"].addresses
+    return to.addr_spec.encode("ascii", "surrogateescape").decode("utf-8")
+
+
+def db_dump(home: Path) -> list[str]:
+    with closing(sqlite3.connect(home / "mailer.db")) as db:
+        return list(db.iterdump())
+
+
+class Sending:
+    """A workspace with the sample list, pointed at the test server, and ways to look at both."""
+
+    def __init__(self, m: Mailer, server: SmtpServer, content: Path):
+        self.m = m
+        self.server = server
+        self.content = content
+        self.clock = m.clock
+        self.home = m.home
+
+    def send(self, *args, yes: bool = True, env: dict | None = None):
+        return self.m("send", *args, *(["--yes"] if yes else []), env=env)
+
+    def report(self, campaign: int = 1) -> dict:
+        return self.m.json("report", str(campaign))
+
+    def subscriber(self, email: str) -> dict:
+        return self.m.json("subscribers", "show", email)
+
+    def rows(self, campaign: int | None = 1) -> list[dict]:
+        """Delivery rows straight from the database (the report does not show Message-IDs)."""
+        with closing(sqlite3.connect(self.home / "mailer.db")) as db:
+            db.row_factory = sqlite3.Row
+            sql = "SELECT * FROM deliveries" + (" WHERE campaign_id = ?" if campaign else "") + " ORDER BY campaign_id, seq"
+            return [dict(r) for r in db.execute(sql, (campaign,) if campaign else ())]
+
+    def emails(self, campaign: int = 1, *statuses: str) -> list[str]:
+        """RCPT TO addresses of a campaign's delivery rows (of these statuses), in list order."""
+        return [wire(r["email"]) for r in self.rows(campaign) if not statuses or r["status"] in statuses]
+
+    def audience(self) -> list[str]:
+        """The active subscribers' addresses in the order they were added (the sending order)."""
+        return [s["email"] for s in self.m.json("subscribers", "list", "--status", "active")]
+
+    def row(self, email: str, campaign: int = 1) -> dict:
+        [r] = [r for r in self.rows(campaign) if r["email"] == email]
+        return r
+
+    def received(self) -> dict[int, list[str]]:
+        """What the server received, checked message by message; the recipients of each campaign.
+
+        Every message has one recipient and is to that recipient, carries List-Unsubscribe,
+        parses without defects, and holds the Message-ID of a delivery row marked sent to
+        that recipient; nobody got two copies of one campaign.
+        """
+        by_message_id = {r["message_id"]: r for r in self.rows(None) if r["message_id"]}
+        got: dict[int, list[str]] = defaultdict(list)
+        for rec in self.server.received:
+            assert len(rec.rcpt_tos) == 1, rec.rcpt_tos
+            rcpt = rec.rcpt_tos[0]
+            msg = rec.message
+            assert not [d for part in msg.walk() for d in part.defects], rcpt
+            assert rec.mail_from == SENDER
+            assert wire(header_address(msg)) == rcpt
+            assert "<mailto:unsubscribe@closter-acupuncture.example?" in msg["List-Unsubscribe"]
+            assert msg["Subject"] == "December specials: ease your pain before the holidays"
+            row = by_message_id[msg["Message-ID"]]
+            assert row["status"] == "sent", row
+            assert wire(row["email"]) == rcpt
+            got[row["campaign_id"]].append(rcpt)
+        for campaign, rcpts in got.items():
+            twice = [r for r, n in Counter(rcpts).items() if n > 1]
+            assert not twice, f"campaign {campaign}: sent twice to {twice}"
+        return got
+
+    def assert_sent_once(self, campaign: int = 1, count: int = EVERYONE) -> None:
+        """The campaign's rows marked sent are exactly what the server received for it, once each."""
+        got = self.received()[campaign]
+        assert len(got) == count
+        assert sorted(got) == sorted(self.emails(campaign, "sent"))
+
+
+@pytest.fixture
+def sending(mailer, smtp_server, tmp_path) -> Sending:
+    """The sample list imported, [smtp] pointed at the test server, a specials file to send."""
+    imported = mailer.json("import", PATIENTS)
+    assert imported["added"] == EVERYONE
+    point_at(mailer.home, smtp_server)
+    content = tmp_path / "december-specials.md"
+    shutil.copy(SPECIALS, content)
+    return Sending(mailer, smtp_server, content)
+
+
+# ---- everyone once -------------------------------------------------------------------
+
+
+def test_sends_everyone_once_and_marks_the_campaign_done(sending):
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    report = sending.report()
+    assert report["status"] == "done"
+    assert (report["total"], report["sent"], report["pending"], report["failed"], report["unknown"]) == (EVERYONE, EVERYONE, 0, 0, 0)
+    assert report["failures"] == []
+    assert all(r["attempts"] == 1 and r["sent_at"] and r["reply"].startswith("250 ") for r in sending.rows())
+    assert f"sent: {EVERYONE}" in result.stdout
+    assert sending.server.connections == 1  # the default batch of 50 is one connection
+    # Internationalised domains go out as A-labels; only a non-ASCII local part needs SMTPUTF8.
+    recipients = sending.server.recipients()
+    assert "joerg@xn--mller-kva.example" in recipients
+    assert "joon.lim@xn--3e0b707e.example" in recipients
+    assert [r for r in recipients if not r.isascii()] == ["renée@xn--caf-dma.example"]
+    assert [m.rcpt_tos for m in sending.server.received if "SMTPUTF8" in m.mail_options] == [[wire(RENEE)]]
+
+
+def test_a_finished_campaign_is_not_sent_again_unless_created_again(sending):
+    assert sending.send(sending.content).exit_code == 0
+
+    again = sending.send(sending.content)
+    assert again.exit_code == 2
+    assert "already sent" in again.stderr and "campaign create" in again.stderr
+    by_id = sending.send("1")
+    assert by_id.exit_code == 0, by_id.stderr
+    assert len(sending.server.received) == EVERYONE
+
+    created = sending.m("campaign", "create", sending.content)
+    assert created.exit_code == 0 and created.stdout.strip() == "2"
+    assert sending.send("2").exit_code == 0
+    sending.assert_sent_once(1)
+    sending.assert_sent_once(2)
+    assert sending.report(1)["status"] == sending.report(2)["status"] == "done"
+
+
+# ---- batches, rate, limits -----------------------------------------------------------
+
+
+def test_batches_reuse_one_connection_each_and_pause_between(sending):
+    result = sending.send(sending.content, "--batch-size", "10", "--pause", "30")
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    per_connection = Counter(m.connection for m in sending.server.received)
+    assert sorted(per_connection.items()) == [(1, 10), (2, 10), (3, 10), (4, 10), (5, 6)]
+    assert sending.server.connections == 5
+    assert sending.clock.slept == [30, 30, 30, 30]
+    assert "pausing 30 s" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options",
+    [("--batch-size", "23"), ("--batch-size", "10", "--limit", "10")],
+    ids=["list-ends-with-a-full-batch", "limit-ends-with-a-full-batch"],
+)
+def test_no_pause_after_the_last_batch_of_a_run(sending, options):
+    result = sending.send(sending.content, "--pause", "30", *options)
+
+    assert result.exit_code == 0, result.stderr
+    sent = len(sending.server.received)
+    batch = int(options[1])
+    assert sending.clock.slept == [30] * (sent // batch - 1)  # between batches, never after the last
+
+
+def test_rate_spaces_the_messages_as_they_are_sent(sending):
+    result = sending.send(sending.content, "--rate", "60")
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    assert sending.clock.slept == [1.0] * (EVERYONE - 1)
+    times = [r["attempted_at"] for r in sending.rows()]
+    assert times == sorted(set(times))  # one message a second, by the clock at hand-over
+
+
+def test_rate_counts_the_pause_between_batches(sending):
+    result = sending.send(sending.content, "--rate", "60", "--batch-size", "10", "--pause", "30")
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    # After a 30 s pause the next message is already within the rate: no extra wait.
+    assert sending.clock.slept == ([1.0] * 9 + [30]) * 4 + [1.0] * 5
+
+
+def test_limit_sends_that_many_and_the_next_run_continues(sending):
+    first = sending.send(sending.content, "--limit", "5")
+
+    assert first.exit_code == 0, first.stderr
+    assert "--limit" in first.stderr
+    sending.assert_sent_once(count=5)
+    assert sending.server.recipients() == sending.emails()[:5]
+    report = sending.report()
+    assert (report["status"], report["sent"], report["pending"]) == ("sending", 5, EVERYONE - 5)
+
+    second = sending.send(sending.content)
+    assert second.exit_code == 0, second.stderr
+    sending.assert_sent_once()
+    assert sending.server.recipients() == sending.emails()  # in list order, the first five not again
+    assert sending.report()["status"] == "done"
+
+
+def test_daily_cap_leaves_the_rest_for_the_next_day(sending):
+    first = sending.send(sending.content, "--per-day", "20")
+    assert first.exit_code == 0, first.stderr
+    assert "today's cap of 20" in first.stderr
+    assert len(sending.server.received) == 20
+
+    same_day = sending.send("1", "--per-day", "20")
+    assert same_day.exit_code == 0
+    assert len(sending.server.received) == 20
+
+    # 15:00 UTC on the 25th is 10:00 in New York; 04:30 UTC on the 26th is still the 25th there.
+    sending.clock.advance(13.5 * 3600)
+    sending.send("1", "--per-day", "20")
+    assert len(sending.server.received) == 20
+
+    sending.clock.advance(3600)  # 00:30 on the 26th in New York: a new day
+    sending.send("1", "--per-day", "20")
+    assert len(sending.server.received) == 40
+    assert sending.report()["pending"] == EVERYONE - 40
+
+    sending.clock.advance(DAY)
+    last = sending.send("1", "--per-day", "20")
+    assert last.exit_code == 0, last.stderr
+    sending.assert_sent_once()
+    assert sending.report()["status"] == "done"
+
+
+# ---- server replies ------------------------------------------------------------------
+
+TEMPORARY = [
+    ("rcpt", "451 4.7.1 Greylisted, please try again later"),
+    ("rcpt", "452 4.2.2 Mailbox full, try again later"),
+    ("rcpt", "450 4.2.1 Mailbox busy"),
+    ("data", "451 4.3.0 Temporary local problem"),
+]
+
+
+def _refuse(server: SmtpServer, stage: str, address: str, *replies: str) -> None:
+    (server.respond if stage == "rcpt" else server.respond_data)(address, *replies)
+
+
+@pytest.mark.parametrize("stage,reply", TEMPORARY, ids=[r[:3] + "-" + s for s, r in TEMPORARY])
+def test_temporary_refusal_is_sent_after_a_backoff(sending, stage, reply):
+    target = "maria.russo@example.org"
+    _refuse(sending.server, stage, target, reply)
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    assert sending.row(target)["status"] == "sent"
+    [backoff] = sending.clock.slept
+    assert 2 <= backoff <= 4  # 2 s, plus jitter
+    assert "trying again" in result.stderr
+
+
+@pytest.mark.parametrize("stage,reply", TEMPORARY, ids=[r[:3] + "-" + s for s, r in TEMPORARY])
+def test_temporary_refusal_every_time_is_left_for_the_next_run(sending, stage, reply):
+    target = "maria.russo@example.org"
+    _refuse(sending.server, stage, target, *[reply] * 4)  # the first try and three more
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    assert wire(target) not in sending.server.recipients()
+    sending.assert_sent_once(count=EVERYONE - 1)
+    row = sending.row(target)
+    assert row["status"] == "pending" and row["reply"] == reply
+    report = sending.report()
+    assert (report["status"], report["pending"]) == ("sending", 1)
+    assert {"email": target, "status": "pending", "attempts": 1, "reason": reply} in report["failures"]
+    backoffs = sending.clock.slept
+    assert len(backoffs) == 3 and 2 <= backoffs[0] <= 4 and 4 <= backoffs[1] <= 8 and 8 <= backoffs[2] <= 16
+
+    again = sending.send(sending.content)  # the server takes it now
+    assert again.exit_code == 0, again.stderr
+    sending.assert_sent_once()
+    assert sending.report()["status"] == "done"
+
+
+@pytest.mark.parametrize("how", ["rcpt", "per-connection"])
+def test_421_closing_the_connection_reconnects_and_continues(sending, how):
+    if how == "rcpt":
+        sending.server.respond("maria.russo@example.org", "421 4.7.0 Too busy, closing connection")
+    else:
+        sending.server.messages_per_connection = 10  # 421 at the 11th MAIL
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    assert sending.server.connections == (2 if how == "rcpt" else 5)
+    assert sending.report()["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "550 5.1.1 <maria.russo@example.org>: Recipient address rejected: User unknown",
+        "550 5.2.1 The email account that you tried to reach is disabled",
+        "550 No such user here",
+    ],
+    ids=["5.1.1", "5.2.1", "no-enhanced-code"],
+)
+def test_unknown_recipient_bounces_the_delivery_and_the_subscriber(sending, reply):
+    target = "maria.russo@example.org"
+    sending.server.respond(target, reply)
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    sending.assert_sent_once(count=EVERYONE - 1)
+    row = sending.row(target)
+    assert row["status"] == "bounced" and row["reply"] == reply
+    report = sending.report()
+    assert (report["status"], report["bounced"], report["sent"]) == ("done", 1, EVERYONE - 1)
+    assert [f["email"] for f in report["failures"]] == [target]
+    subscriber = sending.subscriber(target)
+    assert subscriber["status"] == "bounced"
+
+    # A later campaign does not mail them.
+    assert sending.m("campaign", "create", sending.content).stdout.strip() == "2"
+    assert sending.send("2").exit_code == 0
+    assert sending.received()[2].count(target) == 0
+    assert sending.report(2)["total"] == EVERYONE - 1
+
+
+def test_policy_refusal_pauses_the_campaign_and_blames_nobody(sending):
+    target = "sofia.hernandez@example.net"
+    sending.server.respond(target, "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org")
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    assert "paused" in result.stderr and "5.7.1" in result.stderr
+    before = sending.emails()[: sending.emails().index(target)]
+    assert sending.server.recipients() == before  # nothing after the refusal
+    report = sending.report()
+    assert report["status"] == "paused"
+    assert "policy" in report["status_reason"] and "5.7.1" in report["status_reason"]
+    assert report["bounced"] == 0 and report["pending"] == EVERYONE - len(before)
+    assert sending.row(target)["status"] == "pending"
+    assert sending.m.json("subscribers", "list", "--status", "bounced") == []
+    human = sending.m("report", "1")
+    assert "5.7.1" in human.stderr + human.stdout
+
+    resumed = sending.send("1")  # the server has forgiven us (no more queued refusals)
+    assert resumed.exit_code == 0, resumed.stderr
+    sending.assert_sent_once()
+    assert sending.report()["status"] == "done"
+
+
+def test_other_permanent_refusal_fails_and_retry_failed_tries_again(sending):
+    target = "maria.russo@example.org"
+    reply = "552 5.3.4 Message size exceeds fixed limit"
+    sending.server.respond_data(target, reply)
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    sending.assert_sent_once(count=EVERYONE - 1)
+    row = sending.row(target)
+    assert (row["status"], row["reply"]) == ("failed", reply)
+    assert sending.subscriber(target)["status"] == "active"
+    report = sending.report()
+    assert (report["status"], report["failed"]) == ("done", 1)
+    assert sending.clock.slept == []  # a permanent refusal is not retried in the run
+
+    plain = sending.send("1")
+    assert plain.exit_code == 0 and len(sending.server.received) == EVERYONE - 1
+
+    retried = sending.send("1", "--retry-failed")
+    assert retried.exit_code == 0, retried.stderr
+    sending.assert_sent_once()
+    assert sending.row(target)["attempts"] == 2
+    assert sending.report()["status"] == "done"
+
+
+def test_refused_login_exits_3_at_once_and_marks_nothing(sending):
+    sending.server.auth = (USER, PASSWORD)
+    point_at(sending.home, sending.server)
+    wrong = "Wrong-pw-8k2!"
+
+    result = sending.send(sending.content, env={"MAILER_SMTP_PASSWORD": wrong})
+
+    assert result.exit_code == 3
+    assert "refused the login" in result.stderr and "535" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert wrong not in result.stdout + result.stderr
+    assert sending.server.received == [] and sending.server.connections == 1
+    assert sending.report()["sent"] == 0
+    assert {r["status"] for r in sending.rows()} == {"pending"}
+    assert all(r["attempts"] == 0 for r in sending.rows())
+    assert_secret_nowhere(sending.home, wrong)
+
+
+def test_many_failures_in_a_row_stop_the_run(sending):
+    for address in sending.audience()[:12]:
+        sending.server.respond(address, *["452 4.5.3 Too many recipients, try later"] * 4)
+
+    result = sending.send(sending.content, "--batch-size", "100")
+
+    assert result.exit_code == 1
+    assert "10 failures in a row" in result.stderr and "pending" in result.stderr
+    assert sending.server.received == []
+    rows = sending.rows()
+    assert [r["attempts"] for r in rows[:10]] == [1] * 10
+    assert all(r["attempts"] == 0 for r in rows[10:])  # the rest of the list was not burnt
+    report = sending.report()
+    assert (report["status"], report["pending"]) == ("sending", EVERYONE)
+
+
+
+# ---- dropped connections and slow servers --------------------------------------------
+
+
+def test_dropped_connection_reconnects_and_sends_each_once(sending):
+    sending.server.drop_after = 7  # hangs up at the 8th MAIL
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    assert sending.server.connections == 2
+    assert [m.connection for m in sending.server.received] == [1] * 7 + [2] * (EVERYONE - 7)
+    assert sending.report()["status"] == "done"
+
+
+def test_after_a_reconnect_a_connection_still_carries_at_most_one_batch(sending):
+    sending.server.drop_after = 5
+
+    result = sending.send(sending.content, "--batch-size", "10", "--pause", "30")
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    per_connection = Counter(m.connection for m in sending.server.received)
+    assert sorted(per_connection.items()) == [(1, 5), (2, 10), (3, 10), (4, 10), (5, 10), (6, 1)]
+    assert sending.clock.slept == [30] * 4
+
+
+def test_drop_during_data_sends_the_unconfirmed_message_again(sending):
+    sending.server.drop_during_data_after = 7  # takes the 8th message, hangs up before the reply
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    eighth = sending.emails()[7]
+    [lost] = sending.server.unanswered
+    assert lost.rcpt_tos == [eighth]
+    assert sending.server.received[7].rcpt_tos == [eighth] and sending.server.received[7].connection == 2
+    assert lost.message["Message-ID"] == sending.server.received[7].message["Message-ID"]
+    assert "reconnecting" in result.stderr
+
+
+def test_server_that_never_answers_exits_3_and_leaves_everything_pending(sending):
+    set_config(sending.home, "smtp", timeout=0.3)
+    sending.server.hang = True
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 3
+    assert "Cannot reach the SMTP server" in result.stderr and "Traceback" not in result.stderr
+    assert sending.server.received == []
+    report = sending.report()
+    assert (report["sent"], report["pending"], report["unknown"]) == (0, EVERYONE, 0)
+
+    sending.server.hang = False
+    assert sending.send("1").exit_code == 0
+    sending.assert_sent_once()
+
+
+def test_slow_server_times_out_with_a_clear_exit_and_the_rest_pending(sending):
+    set_config(sending.home, "smtp", timeout=0.3)
+    sending.server.delay = 2.0  # longer than the timeout: the reply to DATA never comes in time
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    assert "went away" in result.stderr and "timed out" in result.stderr and "pending" in result.stderr
+    assert sending.server.received == []
+    report = sending.report()
+    assert (report["sent"], report["pending"], report["unknown"]) == (0, EVERYONE, 0)
+
+    sending.server.delay = 0
+    assert sending.send("1").exit_code == 0
+    sending.assert_sent_once()
+
+
+# ---- TLS and login -------------------------------------------------------------------
+
+
+def assert_secret_nowhere(home: Path, secret: str) -> None:
+    """Not in the database, the logs, the outbox or any other file of the workspace."""
+    for path in home.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_starttls_then_login_then_send(sending):
+    sending.server.configure(tls="starttls", auth=(USER, PASSWORD))
+    point_at(sending.home, sending.server)
+    env = {**sending.server.tls_env(), "MAILER_SMTP_PASSWORD": PASSWORD}
+
+    result = sending.send(sending.content, env=env)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    commands = sending.server.commands
+    assert commands.index("STARTTLS") < commands.index("AUTH") < commands.index("MAIL")
+    assert sending.server.auth_attempts == [(USER, PASSWORD)]
+    assert all(m.tls and m.username == USER for m in sending.server.received)
+    assert PASSWORD not in result.stdout + result.stderr
+    dry = sending.m("send", "1", "--dry-run", env=env)  # .eml files too
+    assert dry.exit_code == 0
+    assert_secret_nowhere(sending.home, PASSWORD)
+
+
+def test_no_starttls_offered_stops_before_the_password(sending):
+    sending.server.configure(tls="none", auth=(USER, PASSWORD))  # AUTH offered in the clear
+    point_at(sending.home, sending.server, security="starttls")
+
+    result = sending.send(sending.content, env={"MAILER_SMTP_PASSWORD": PASSWORD})
+
+    assert result.exit_code == 3
+    assert "does not offer STARTTLS" in result.stderr
+    assert sending.server.auth_attempts == [] and "AUTH" not in sending.server.commands
+    assert "MAIL" not in sending.server.commands and sending.server.received == []
+    assert PASSWORD not in result.stdout + result.stderr
+    assert sending.report()["sent"] == 0
+
+
+def test_implicit_tls(sending):
+    sending.server.configure(tls="ssl", auth=(USER, PASSWORD))
+    point_at(sending.home, sending.server)
+    env = {**sending.server.tls_env(), "MAILER_SMTP_PASSWORD": PASSWORD}
+
+    result = sending.send(sending.content, env=env)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    assert "STARTTLS" not in sending.server.commands
+    assert all(m.tls and m.username == USER for m in sending.server.received)
+
+
+@pytest.mark.parametrize("tls", ["starttls", "ssl"])
+def test_untrusted_certificate_exits_3_with_a_sentence(sending, monkeypatch, tls):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    sending.server.configure(tls=tls, auth=(USER, PASSWORD))
+    point_at(sending.home, sending.server)
+
+    result = sending.send(sending.content, env={"MAILER_SMTP_PASSWORD": PASSWORD})
+
+    assert result.exit_code == 3
+    assert "certificate" in result.stderr and "could not be verified" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sending.server.auth_attempts == [] and sending.server.received == []
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+# ---- SMTPUTF8 and internationalised addresses ----------------------------------------
+
+
+def test_non_ascii_local_part_is_reported_when_the_server_lacks_smtputf8(sending):
+    sending.server.smtputf8 = False
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    sending.assert_sent_once(count=EVERYONE - 1)
+    assert RENEE not in sending.server.recipients() and wire(RENEE) not in sending.server.recipients()
+    row = sending.row(RENEE)
+    assert row["status"] == "failed" and row["reply"].startswith("needs-smtputf8")
+    report = sending.report()
+    assert (report["sent"], report["failed"]) == (EVERYONE - 1, 1)
+    [failure] = report["failures"]
+    assert failure["email"] == RENEE and failure["reason"].startswith("needs-smtputf8")
+    assert "needs-smtputf8" in result.stderr
+    assert "joerg@xn--mller-kva.example" in sending.server.recipients()
+    assert "joon.lim@xn--3e0b707e.example" in sending.server.recipients()
+
+
+def test_non_ascii_local_part_goes_out_with_smtputf8(sending):
+    result = sending.send(sending.content)
+
+    assert sending.row(RENEE)["status"] == "sent", sending.row(RENEE)
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    [renee] = [m for m in sending.server.received if m.rcpt_tos == [wire(RENEE)]]
+    assert "SMTPUTF8" in renee.mail_options
+    assert header_address(renee.message).startswith("renée@")  # a UTF-8 header, allowed under SMTPUTF8
+    others = [m for m in sending.server.received if m is not renee]
+    assert not [m for m in others if "SMTPUTF8" in m.mail_options]
+
+
+# ---- the audience is fixed once ------------------------------------------------------
+
+
+def test_unsubscribed_or_erased_after_the_audience_is_fixed_are_skipped(sending):
+    assert sending.send(sending.content, "--limit", "5").exit_code == 0
+    audience = sending.audience()
+    gone, erased = audience[10], audience[12]
+    assert sending.m("subscribers", "unsubscribe", gone).exit_code == 0
+    assert sending.m("subscribers", "erase", erased, "--yes").exit_code == 0
+
+    result = sending.send("1")
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once(count=EVERYONE - 2)
+    recipients = sending.server.recipients()
+    assert wire(gone) not in recipients and wire(erased) not in recipients
+    report = sending.report()
+    assert (report["status"], report["skipped"], report["sent"]) == ("done", 2, EVERYONE - 2)
+    skipped = {f["email"]: f["reason"] for f in report["failures"] if f["status"] == "skipped"}
+    assert skipped == {gone: "unsubscribed after the audience was fixed", "": "erased after the audience was fixed"}
+
+
+# ---- the delivery log after a crash --------------------------------------------------
+
+
+def test_row_left_sending_by_a_crash_is_unknown_and_not_resent(sending):
+    assert sending.send(sending.content, "--limit", "5").exit_code == 0
+    in_flight = sending.rows()[5]
+    with closing(sqlite3.connect(sending.home / "mailer.db")) as db, db:
+        # What a run killed while handing the sixth message over leaves behind.
+        db.execute(
+            "UPDATE deliveries SET status = 'sending', attempts = 1, message_id = '<x@closter-acupuncture.example>', "
+            "attempted_at = '2026-11-25T15:00:00Z' WHERE id = ?",
+            (in_flight["id"],),
+        )
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    assert "unknown" in result.stderr and "--retry-unknown" in result.stderr
+    target = wire(in_flight["email"])
+    assert target not in sending.server.recipients()
+    sending.assert_sent_once(count=EVERYONE - 1)
+    report = sending.report()
+    assert (report["status"], report["unknown"], report["sent"]) == ("done", 1, EVERYONE - 1)
+    [unknown] = [f for f in report["failures"] if f["status"] == "unknown"]
+    assert unknown["email"] == in_flight["email"] and "being handed" in unknown["reason"]
+
+    quiet = sending.send("1")
+    assert quiet.exit_code == 0 and target not in sending.server.recipients()
+
+    retried = sending.send("1", "--retry-unknown")
+    assert retried.exit_code == 0, retried.stderr
+    sending.assert_sent_once()
+    assert sending.report()["unknown"] == 0
+
+
+# ---- one run at a time ---------------------------------------------------------------
+
+
+def test_locked_workspace_exits_4_naming_the_holder_and_changes_nothing(sending):
+    before = db_dump(sending.home)
+    with WorkspaceLock(sending.home / "mailer.lock", "mailer send 7", "2026-11-25T14:59:00Z"):
+        result = sending.send(sending.content)
+        due = sending.m("run-due")
+
+    assert result.exit_code == 4
+    assert f"process {os.getpid()}" in result.stderr and "mailer send 7" in result.stderr
+    assert due.exit_code == 4
+    assert sending.server.connections == 0
+    assert db_dump(sending.home) == before
+    assert sending.m.json("campaign", "list") == []
+
+
+def test_lock_left_by_a_dead_process_is_taken_over(sending):
+    lock = sending.home / "mailer.lock"
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "command": "mailer send 1", "started": "2026-11-24T09:00:00Z"}))
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+
+
+# ---- pre-send checks and confirmation ------------------------------------------------
+
+
+def test_pre_send_check_error_stops_before_anything_is_sent(sending):
+    set_config(sending.home, "practice", address="")
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 2
+    assert "address" in result.stderr and "nothing was sent" in result.stderr
+    assert sending.server.connections == 0
+    assert sending.rows(None) == []
+
+
+def test_pre_send_warnings_are_shown_and_sending_goes_on(sending):
+    set_config(sending.home, "practice", phone="")
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    assert "warning: phone:" in result.stderr
+    sending.assert_sent_once()
+
+
+def test_without_a_terminal_or_yes_it_refuses(sending):
+    result = sending.send(sending.content, yes=False)
+
+    assert result.exit_code == 2
+    assert "--yes" in result.stderr
+    assert sending.server.connections == 0
+    assert sending.rows(None) == []
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+def test_on_a_terminal_it_shows_what_and_asks(sending, answer):
+    obj = AppState(home=str(sending.home), clock=sending.clock, output=Output(force_terminal=True))
+    result = sending.m.runner.invoke(app, ["send", str(sending.content)], input=answer + "\n", obj=obj)
+
+    shown = result.stdout
+    assert "About to send" in shown and f"{EVERYONE} on the specials list" in shown
+    assert f"127.0.0.1:{sending.server.port}" in shown
+    if answer == "y":
+        assert result.exit_code == 0, result.stderr
+        sending.assert_sent_once()
+    else:
+        assert result.exit_code == 2
+        assert sending.server.connections == 0 and sending.rows(None) == []
+
+
+# ---- dry-run -------------------------------------------------------------------------
+
+
+def _no_network(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("dry-run opened a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def _eml_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.eml"), key=lambda p: int(p.name.split("-", 1)[0]))
+
+
+def test_dry_run_opens_no_connection_changes_nothing_and_writes_every_message(sending, monkeypatch):
+    db = sending.home / "mailer.db"
+    before = db.read_bytes()
+    _no_network(monkeypatch)
+
+    result = sending.m("send", sending.content, "--dry-run")
+
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.stderr
+    assert db.read_bytes() == before
+    assert not (sending.home / "mailer.db-wal").exists() or (sending.home / "mailer.db-wal").stat().st_size == 0
+    assert sending.server.connections == 0
+    folder = sending.home / "outbox" / "december-specials"
+    assert str(folder) in result.stderr and f"would send: {EVERYONE}" in result.stdout
+    files = _eml_files(folder)
+    audience = sending.audience()
+    assert [p.name for p in files] == [f"{n}-{wire(a)}.eml" for n, a in enumerate(audience, start=1)]
+    for path, address in zip(files, audience):
+        msg = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+        assert not [d for part in msg.walk() for d in part.defects], path
+        assert wire(header_address(msg)) == wire(address)
+        assert msg["List-Unsubscribe"] and msg["Message-ID"]
+
+    # A second dry-run replaces the folder.
+    (folder / "stray.eml").write_text("left from before")
+    (files[0]).unlink()
+    again = sending.m("send", sending.content, "--dry-run")
+    assert again.exit_code == 0
+    assert [p.name for p in _eml_files(folder)] == [p.name for p in files]
+    assert not (folder / "stray.eml").exists()
+    assert db.read_bytes() == before
+
+    # A real send afterwards sends everything.
+    real = sending.send(sending.content)
+    assert real.exit_code == 0, real.stderr
+    sending.assert_sent_once()
+
+
+def test_dry_run_of_a_started_campaign_writes_what_is_left(sending, monkeypatch):
+    assert sending.send(sending.content, "--limit", "5").exit_code == 0
+    before = db_dump(sending.home)
+    _no_network(monkeypatch)
+
+    result = sending.m("send", "1", "--dry-run", "--json")
+
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["dry_run"] is True and doc["would_send"] == EVERYONE - 5
+    folder = Path(doc["outbox"])
+    assert folder == sending.home / "outbox" / "1-december-specials"
+    assert [p.name.split("-", 1)[1] for p in _eml_files(folder)] == [a + ".eml" for a in sending.emails()[5:]]
+    assert db_dump(sending.home) == before
+    assert len(sending.server.received) == 5
+
+
+# ---- continuing and cancelling -------------------------------------------------------
+
+
+def test_send_file_continues_its_unfinished_campaign_and_warns_when_it_changed(sending):
+    assert sending.send(sending.content, "--limit", "5").exit_code == 0
+    text = sending.content.read_text(encoding="utf-8")
+    sending.content.write_text(text.replace("December specials: ease your pain", "Changed subject: ease your pain"), encoding="utf-8")
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    assert "has changed since campaign 1 started" in result.stderr
+    sending.assert_sent_once()  # also checks every message kept the subject it started with
+    assert [c["id"] for c in sending.m.json("campaign", "list")] == [1]
+
+
+def test_cancelled_campaign_sends_nothing_more(sending):
+    assert sending.send(sending.content, "--limit", "5").exit_code == 0
+    cancel = sending.m("campaign", "cancel", "1")
+    assert cancel.exit_code == 0, cancel.stderr
+
+    by_id = sending.send("1")
+    by_file = sending.send(sending.content)
+
+    assert by_id.exit_code == 2 and "cancelled" in by_id.stderr
+    assert by_file.exit_code == 2 and "cancelled" in by_file.stderr
+    assert len(sending.server.received) == 5
+    report = sending.report()
+    assert (report["status"], report["sent"], report["pending"]) == ("cancelled", 5, EVERYONE - 5)
