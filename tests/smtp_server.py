@@ -29,6 +29,7 @@ connected: each is read when the next connection or command needs it):
                           AUTH is neither offered nor accepted)
     require_tls_for_auth  with tls="starttls": AUTH is offered only after STARTTLS
     smtputf8              offer SMTPUTF8
+    pipelining            offer PIPELINING (clients may send MAIL, RCPT and DATA at once)
     drop_after            drop the connection at the next MAIL once this many messages
                           have been received in total; fires once, then is None again
     drop_during_data_after  drop it after taking the next message's data, before the
@@ -132,6 +133,7 @@ _SETUP_DEFAULTS: dict[str, Any] = {
     "auth": None,
     "require_tls_for_auth": True,
     "smtputf8": True,
+    "pipelining": False,
 }
 
 
@@ -146,6 +148,7 @@ class SmtpServer:
     auth: tuple[str, str] | None = None
     require_tls_for_auth: bool = True
     smtputf8: bool = True
+    pipelining: bool = False  # advertise PIPELINING (RFC 2920); commands are still read in order
     drop_after: int | None = None
     drop_during_data_after: int | None = None
     delay: float = 0.0
@@ -522,6 +525,8 @@ class _Hooks:
             dropped.add("AUTH")
         lines = [line for line in responses if line[4:].split(" ")[0].upper() not in dropped]
         lines.insert(-1, "250-ENHANCEDSTATUSCODES")
+        if server.pipelining:
+            lines.insert(-1, "250-PIPELINING")
         return lines
 
     async def handle_AUTH(self, conn: _Connection, session, envelope, args: list[str]) -> Any:
