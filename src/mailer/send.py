@@ -60,6 +60,7 @@ class DeliveryLog(Protocol):
     """Where the engine reads its work and writes what happened."""
 
     def next_batch(self, limit: int, after_seq: int) -> list[Delivery]: ...
+    def still_sending(self) -> bool: ...
     def subscriber(self, delivery: Delivery) -> Subscriber | None: ...
     def mark_sending(self, delivery: Delivery, message_id: str, now: str) -> None: ...
     def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None: ...
@@ -75,10 +76,13 @@ class StoreLog:
         self.campaign = campaign
 
     def next_batch(self, limit: int, after_seq: int) -> list[Delivery]:
-        current = self.store.require_campaign(self.campaign.id)
-        if current.status in ("cancelled", "paused"):  # changed by someone else while we were sending
+        if not self.still_sending():
             return []
         return self.store.pending_deliveries(self.campaign.id, limit, after_seq)
+
+    def still_sending(self) -> bool:
+        """False once someone else has cancelled or paused the campaign while we were sending."""
+        return self.store.require_campaign(self.campaign.id).status not in ("cancelled", "paused")
 
     def subscriber(self, delivery: Delivery) -> Subscriber | None:
         return self.store.get_by_id(delivery.subscriber_id) if delivery.subscriber_id is not None else None
@@ -123,6 +127,9 @@ class AudienceLog:
             if len(batch) >= limit:
                 break
         return batch
+
+    def still_sending(self) -> bool:
+        return True
 
     def subscriber(self, delivery: Delivery) -> Subscriber | None:
         return self.store.get_by_id(delivery.subscriber_id) if delivery.subscriber_id is not None else None
@@ -263,6 +270,8 @@ class CampaignSender:
                         if o.pause > 0:
                             yield Event("pause", f"Batch of {o.batch_size} done; pausing {o.pause:g} s.")
                             self.clock.sleep(o.pause)
+                            if not self.log.still_sending():  # cancelled or paused during the pause
+                                return
                     yield from self._deliver(delivery)
                     if self.result.stopped:
                         return
