@@ -27,7 +27,9 @@ import pytest
 
 from mailer.cli import AppState, app
 from mailer.cli.output import Output
+from mailer.clock import FakeClock
 from mailer.lock import WorkspaceLock
+from mailer.store import Store
 from mailer.transport import envelope_address
 from tests.conftest import REPO, Mailer
 from tests.smtp_server import SmtpServer
@@ -904,3 +906,18 @@ def test_cancelled_campaign_sends_nothing_more(sending):
     assert len(sending.server.received) == 5
     report = sending.report()
     assert (report["status"], report["sent"], report["pending"]) == ("cancelled", 5, EVERYONE - 5)
+
+
+def test_campaign_cancelled_while_sending_stops_at_the_next_batch(sending):
+    def cancel_during_the_pause(seconds: float) -> None:
+        with closing(Store.open(sending.home / "mailer.db")) as store:  # what `campaign cancel` does elsewhere
+            store.update_campaign(1, status="cancelled", finished_at="2026-11-25T15:00:30Z")
+
+    clock = FakeClock(sending.clock.now(), on_sleep=cancel_during_the_pause)
+    result = Mailer(sending.home, clock)("send", sending.content, "--yes", "--batch-size", "10", "--pause", "30")
+
+    assert result.exit_code == 0, result.stderr
+    assert clock.slept == [30]
+    sending.assert_sent_once(count=10)
+    report = sending.report()
+    assert (report["status"], report["sent"], report["pending"]) == ("cancelled", 10, EVERYONE - 10)
