@@ -243,19 +243,21 @@ class SendJob:
     def run(self) -> Iterator[Event]:
         """Send (or write) the messages, yielding progress; the outcome is in `result`."""
         log: StoreLog | AudienceLog
+        sender = sender_address(self.ws)
         if self.dry_run:
             log = AudienceLog(self.store, self.campaign)
             transport = self.transport or DryRunTransport(self.outbox)
             transport.open()  # empties the folder even when nothing is left to write
         else:
+            # Settings first: a ConfigError must leave the audience unfixed and the campaign as it was.
+            transport = self.transport or SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())
             self.store.fix_audience(self.campaign, iso(self.clock.now()))
             self.campaign = self.store.require_campaign(self.campaign.id)
             log = StoreLog(self.store, self.campaign)
-            transport = self.transport or SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())
         self.transport = transport
         engine = CampaignSender(
             log, renderer_for(self.campaign, self.ws, self.secret, self.clock), transport, self.clock,
-            self.options, sender=sender_address(self.ws),
+            self.options, sender=sender,
         )
         yield from engine.run()
         self.result = engine.result
