@@ -19,6 +19,7 @@ import socket
 import sqlite3
 from collections import Counter, defaultdict
 from contextlib import closing
+from datetime import UTC, datetime
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -158,11 +159,21 @@ class Sending:
         assert sorted(got) == sorted(self.emails(campaign, "sent"))
 
 
+@pytest.fixture(scope="session")
+def sample_workspace(tmp_path_factory) -> Path:
+    """`mailer init --example` and the sample list imported: made once, copied for each test."""
+    home = tmp_path_factory.mktemp("sample") / "ws"
+    m = Mailer(home, FakeClock(datetime(2026, 11, 25, 15, 0, 0, tzinfo=UTC)))
+    assert m("init", "--example").exit_code == 0
+    assert m.json("import", PATIENTS)["added"] == EVERYONE
+    return home
+
+
 @pytest.fixture
-def sending(mailer, smtp_server, tmp_path) -> Sending:
+def sending(sample_workspace, clock, smtp_server, tmp_path) -> Sending:
     """The sample list imported, [smtp] pointed at the test server, a specials file to send."""
-    imported = mailer.json("import", PATIENTS)
-    assert imported["added"] == EVERYONE
+    mailer = Mailer(tmp_path / "ws", clock)
+    shutil.copytree(sample_workspace, mailer.home)
     point_at(mailer.home, smtp_server)
     content = tmp_path / "december-specials.md"
     shutil.copy(SPECIALS, content)
@@ -312,12 +323,24 @@ TEMPORARY = [
 ]
 
 
+# Real relays offer PIPELINING (MAIL, RCPT and DATA in one write), which changes where a
+# refusal or a drop is noticed: the reply rules are checked both ways.
+PIPELINING = pytest.mark.parametrize("pipelining", [False, True], ids=["stepwise", "pipelined"])
+TEMPORARY_ONCE = [(s, r, False) for s, r in TEMPORARY] + [("rcpt", TEMPORARY[0][1], True), ("data", TEMPORARY[3][1], True)]
+TEMPORARY_ALWAYS = [(s, r, False) for s, r in TEMPORARY if not r.startswith("450")] + [("rcpt", TEMPORARY[1][1], True)]
+
+
+def _ids(cases) -> list[str]:
+    return [f"{r[:3]}-{s}" + ("-pipelined" if p else "") for s, r, p in cases]
+
+
 def _refuse(server: SmtpServer, stage: str, address: str, *replies: str) -> None:
     (server.respond if stage == "rcpt" else server.respond_data)(address, *replies)
 
 
-@pytest.mark.parametrize("stage,reply", TEMPORARY, ids=[r[:3] + "-" + s for s, r in TEMPORARY])
-def test_temporary_refusal_is_sent_after_a_backoff(sending, stage, reply):
+@pytest.mark.parametrize("stage,reply,pipelining", TEMPORARY_ONCE, ids=_ids(TEMPORARY_ONCE))
+def test_temporary_refusal_is_sent_after_a_backoff(sending, stage, reply, pipelining):
+    sending.server.pipelining = pipelining
     target = "maria.russo@example.org"
     _refuse(sending.server, stage, target, reply)
 
@@ -331,8 +354,9 @@ def test_temporary_refusal_is_sent_after_a_backoff(sending, stage, reply):
     assert "trying again" in result.stderr
 
 
-@pytest.mark.parametrize("stage,reply", TEMPORARY, ids=[r[:3] + "-" + s for s, r in TEMPORARY])
-def test_temporary_refusal_every_time_is_left_for_the_next_run(sending, stage, reply):
+@pytest.mark.parametrize("stage,reply,pipelining", TEMPORARY_ALWAYS, ids=_ids(TEMPORARY_ALWAYS))
+def test_temporary_refusal_every_time_is_left_for_the_next_run(sending, stage, reply, pipelining):
+    sending.server.pipelining = pipelining
     target = "maria.russo@example.org"
     _refuse(sending.server, stage, target, *[reply] * 4)  # the first try and three more
 
@@ -355,9 +379,10 @@ def test_temporary_refusal_every_time_is_left_for_the_next_run(sending, stage, r
     assert sending.report()["status"] == "done"
 
 
-@pytest.mark.parametrize("how", ["rcpt", "per-connection"])
+@pytest.mark.parametrize("how", ["rcpt", "per-connection", "pipelined-rcpt", "pipelined-per-connection"])
 def test_421_closing_the_connection_reconnects_and_continues(sending, how):
-    if how == "rcpt":
+    sending.server.pipelining = how.startswith("pipelined")
+    if how.endswith("rcpt"):
         sending.server.respond("maria.russo@example.org", "421 4.7.0 Too busy, closing connection")
     else:
         sending.server.messages_per_connection = 10  # 421 at the 11th MAIL
@@ -366,20 +391,22 @@ def test_421_closing_the_connection_reconnects_and_continues(sending, how):
 
     assert result.exit_code == 0, result.stderr
     sending.assert_sent_once()
-    assert sending.server.connections == (2 if how == "rcpt" else 5)
+    assert sending.server.connections == (2 if how.endswith("rcpt") else 5)
     assert sending.report()["status"] == "done"
 
 
 @pytest.mark.parametrize(
-    "reply",
+    "reply,pipelining",
     [
-        "550 5.1.1 <maria.russo@example.org>: Recipient address rejected: User unknown",
-        "550 5.2.1 The email account that you tried to reach is disabled",
-        "550 No such user here",
+        ("550 5.1.1 <maria.russo@example.org>: Recipient address rejected: User unknown", False),
+        ("550 5.2.1 The email account that you tried to reach is disabled", False),
+        ("550 No such user here", False),
+        ("550 5.1.1 <maria.russo@example.org>: Recipient address rejected: User unknown", True),
     ],
-    ids=["5.1.1", "5.2.1", "no-enhanced-code"],
+    ids=["5.1.1", "5.2.1", "no-enhanced-code", "5.1.1-pipelined"],
 )
-def test_unknown_recipient_bounces_the_delivery_and_the_subscriber(sending, reply):
+def test_unknown_recipient_bounces_the_delivery_and_the_subscriber(sending, reply, pipelining):
+    sending.server.pipelining = pipelining
     target = "maria.russo@example.org"
     sending.server.respond(target, reply)
 
@@ -395,14 +422,24 @@ def test_unknown_recipient_bounces_the_delivery_and_the_subscriber(sending, repl
     subscriber = sending.subscriber(target)
     assert subscriber["status"] == "bounced"
 
-    # A later campaign does not mail them.
+
+def test_a_bounced_subscriber_is_not_mailed_by_a_later_campaign(sending):
+    target = "maria.russo@example.org"
+    sending.server.respond(target, "550 5.1.1 <maria.russo@example.org>: Recipient address rejected: User unknown")
+    assert sending.send(sending.content).exit_code == 1
+
     assert sending.m("campaign", "create", sending.content).stdout.strip() == "2"
-    assert sending.send("2").exit_code == 0
-    assert sending.received()[2].count(target) == 0
+    result = sending.send("2")
+
+    assert result.exit_code == 0, result.stderr
+    assert target not in sending.received()[2]
+    sending.assert_sent_once(2, count=EVERYONE - 1)
     assert sending.report(2)["total"] == EVERYONE - 1
 
 
-def test_policy_refusal_pauses_the_campaign_and_blames_nobody(sending):
+@PIPELINING
+def test_policy_refusal_pauses_the_campaign_and_blames_nobody(sending, pipelining):
+    sending.server.pipelining = pipelining
     target = "sofia.hernandez@example.net"
     sending.server.respond(target, "554 5.7.1 Service unavailable; client host blocked using zen.spamhaus.org")
 
@@ -427,7 +464,9 @@ def test_policy_refusal_pauses_the_campaign_and_blames_nobody(sending):
     assert sending.report()["status"] == "done"
 
 
-def test_other_permanent_refusal_fails_and_retry_failed_tries_again(sending):
+@PIPELINING
+def test_other_permanent_refusal_fails_and_retry_failed_tries_again(sending, pipelining):
+    sending.server.pipelining = pipelining
     target = "maria.russo@example.org"
     reply = "552 5.3.4 Message size exceeds fixed limit"
     sending.server.respond_data(target, reply)
@@ -471,7 +510,9 @@ def test_refused_login_exits_3_at_once_and_marks_nothing(sending):
     assert_secret_nowhere(sending.home, wrong)
 
 
-def test_many_failures_in_a_row_stop_the_run(sending):
+@PIPELINING
+def test_many_failures_in_a_row_stop_the_run(sending, pipelining):
+    sending.server.pipelining = pipelining
     for address in sending.audience()[:12]:
         sending.server.respond(address, *["452 4.5.3 Too many recipients, try later"] * 4)
 
@@ -491,7 +532,9 @@ def test_many_failures_in_a_row_stop_the_run(sending):
 # ---- dropped connections and slow servers --------------------------------------------
 
 
-def test_dropped_connection_reconnects_and_sends_each_once(sending):
+@PIPELINING
+def test_dropped_connection_reconnects_and_sends_each_once(sending, pipelining):
+    sending.server.pipelining = pipelining
     sending.server.drop_after = 7  # hangs up at the 8th MAIL
 
     result = sending.send(sending.content)
@@ -515,7 +558,9 @@ def test_after_a_reconnect_a_connection_still_carries_at_most_one_batch(sending)
     assert sending.clock.slept == [30] * 4
 
 
-def test_drop_during_data_sends_the_unconfirmed_message_again(sending):
+@PIPELINING
+def test_drop_during_data_sends_the_unconfirmed_message_again(sending, pipelining):
+    sending.server.pipelining = pipelining
     sending.server.drop_during_data_after = 7  # takes the 8th message, hangs up before the reply
 
     result = sending.send(sending.content)
@@ -658,7 +703,9 @@ def test_non_ascii_local_part_is_reported_when_the_server_lacks_smtputf8(sending
     assert "joon.lim@xn--3e0b707e.example" in sending.server.recipients()
 
 
-def test_non_ascii_local_part_goes_out_with_smtputf8(sending):
+@PIPELINING
+def test_non_ascii_local_part_goes_out_with_smtputf8(sending, pipelining):
+    sending.server.pipelining = pipelining
     result = sending.send(sending.content)
 
     assert sending.row(RENEE)["status"] == "sent", sending.row(RENEE)
@@ -921,3 +968,24 @@ def test_campaign_cancelled_while_sending_stops_at_the_next_batch(sending):
     sending.assert_sent_once(count=10)
     report = sending.report()
     assert (report["status"], report["sent"], report["pending"]) == ("cancelled", 10, EVERYONE - 10)
+
+
+@pytest.mark.parametrize(
+    "section,values,says",
+    [
+        ("smtp", {"username": USER}, "MAILER_SMTP_PASSWORD"),  # the password is not in the environment
+        ("smtp", {"host": ""}, "[smtp] host"),
+        ("sender", {"from_email": ""}, "from_email"),
+    ],
+    ids=["no-password", "no-host", "no-sender"],
+)
+def test_incomplete_settings_exit_2_and_change_nothing(sending, section, values, says):
+    set_config(sending.home, section, **values)
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 2
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert sending.server.connections == 0
+    assert sending.rows(None) == []  # the audience is not fixed: a later run still takes who is on the list then
+    assert [c["status"] for c in sending.m.json("campaign", "list")] in ([], ["draft"])
