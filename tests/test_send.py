@@ -279,8 +279,10 @@ def test_limit_sends_that_many_and_the_next_run_continues(sending):
     report = sending.report()
     assert (report["status"], report["sent"], report["pending"]) == ("sending", 5, EVERYONE - 5)
 
-    second = sending.send(sending.content)
+    second = sending.send(sending.content, "--json")
     assert second.exit_code == 0, second.stderr
+    summary = json.loads(second.stdout)  # one JSON document, nothing else on stdout
+    assert (summary["campaign"], summary["status"], summary["sent"], summary["this_run"]) == (1, "done", EVERYONE, EVERYONE - 5)
     sending.assert_sent_once()
     assert sending.server.recipients() == sending.emails()  # in list order, the first five not again
     assert sending.report()["status"] == "done"
@@ -311,6 +313,18 @@ def test_daily_cap_leaves_the_rest_for_the_next_day(sending):
     assert last.exit_code == 0, last.stderr
     sending.assert_sent_once()
     assert sending.report()["status"] == "done"
+
+
+def test_daily_cap_counts_every_campaign_of_the_day(sending):
+    assert sending.send(sending.content, "--limit", "15").exit_code == 0
+    assert sending.m("campaign", "create", sending.content, "--name", "second").stdout.strip() == "2"
+
+    result = sending.send("2", "--per-day", "20")
+
+    assert result.exit_code == 0, result.stderr
+    assert "today's cap of 20" in result.stderr
+    got = sending.received()
+    assert (len(got[1]), len(got[2])) == (15, 5)
 
 
 # ---- server replies ------------------------------------------------------------------
@@ -508,6 +522,18 @@ def test_refused_login_exits_3_at_once_and_marks_nothing(sending):
     assert {r["status"] for r in sending.rows()} == {"pending"}
     assert all(r["attempts"] == 0 for r in sending.rows())
     assert_secret_nowhere(sending.home, wrong)
+
+
+def test_server_that_wants_a_login_we_lack_exits_3_and_marks_nothing(sending):
+    sending.server.configure(auth=(USER, PASSWORD))  # and mailer.toml has no username
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 3
+    assert "asks for a login" in result.stderr and "530" in result.stderr
+    assert sending.server.received == []
+    report = sending.report()
+    assert (report["sent"], report["pending"], report["bounced"], report["failed"]) == (0, EVERYONE, 0, 0)
 
 
 @PIPELINING
