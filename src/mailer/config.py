@@ -126,6 +126,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(
             f"{path}: [smtp] security must be \"ssl\", \"starttls\" or \"none\", not {config.smtp.security!r}."
         )
+    if config.smtp.timeout <= 0:  # smtplib cannot wait 0 seconds: it would fail mid-send
+        raise ConfigError(f"{path}: [smtp] timeout must be more than 0 seconds, e.g. 30.")
     return config
 
 
