@@ -113,7 +113,7 @@ def mailer_send(home: Path, connections: int) -> tuple[float, int, bytes]:
     clock = SystemClock()
     with Store.open(ws.db_path) as store:
         campaign = create_campaign(store, ws, REPO / "examples" / "december-specials.md", clock)
-        options = options_from_config(ws, batch_size=10**9, pause=0)
+        options = options_from_config(ws, batch_size=10**9, pause=0, connections=connections)
         job = SendJob(store, ws, campaign, clock, options, ws.secret())
         job.prepare()
         t = time.perf_counter()

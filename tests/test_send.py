@@ -1023,3 +1023,36 @@ def test_incomplete_settings_exit_2_and_change_nothing(sending, section, values,
     assert sending.rows(None) == []  # the audience is not fixed: a later run still takes who is on the list then
     with closing(sqlite3.connect(sending.home / "mailer.db")) as db:
         assert db.execute("SELECT status FROM campaigns").fetchall() in ([], [("draft",)])
+
+
+# ---- several connections at once ------------------------------------------------------
+
+
+def test_several_connections_send_each_recipient_once(sending):
+    result = sending.send(sending.content, "--connections", "3", "--batch-size", "100")
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    assert len({rec.connection for rec in sending.server.received}) == 3
+    assert sending.report()["status"] == "done"
+
+
+def test_several_connections_share_the_limit_and_the_daily_cap(sending):
+    assert sending.send(sending.content, "--connections", "4", "--limit", "10").exit_code == 0
+    assert len(sending.server.received) == 10
+    assert sending.send("1", "--connections", "4", "--per-day", "15").exit_code == 0
+    assert len(sending.server.received) == 15  # 10 already today, 5 more
+    sending.clock.advance(DAY)
+    assert sending.send("1", "--connections", "4").exit_code == 0
+    sending.assert_sent_once()
+
+
+def test_several_connections_stop_together_on_a_policy_refusal(sending):
+    audience = sending.audience()
+    sending.server.respond(wire(audience[5]), "554 5.7.1 Rejected as spam")
+    result = sending.send(sending.content, "--connections", "3", "--batch-size", "100")
+    assert result.exit_code == 1
+    report = sending.report()
+    assert report["status"] == "paused" and report["bounced"] == 0
+    assert report["sent"] + report["pending"] == EVERYONE
+    assert report["sent"] < EVERYONE
+    assert not [r for r in sending.rows() if r["status"] == "sending"]

@@ -185,10 +185,13 @@ def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -
 def options_from_config(ws: Workspace, **overrides) -> SendOptions:
     """[sending] in mailer.toml, with command-line options (those not None) on top."""
     s = ws.config.sending
-    values = dict(batch_size=s.batch_size, pause=s.pause, rate=s.rate, per_day=s.per_day, timezone=s.timezone)
+    values = dict(batch_size=s.batch_size, pause=s.pause, rate=s.rate, per_day=s.per_day, timezone=s.timezone,
+                  connections=s.connections)
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values["batch_size"] < 1:
         raise InputError("--batch-size must be at least 1.")
+    if not 1 <= values["connections"] <= 20:
+        raise InputError("--connections must be between 1 and 20.")
     return SendOptions(**values)
 
 
@@ -255,9 +258,12 @@ class SendJob:
             self.campaign = self.store.require_campaign(self.campaign.id)
             log = StoreLog(self.store, self.campaign)
         self.transport = transport
+        factory = None
+        if not self.dry_run and isinstance(transport, SmtpTransport):
+            factory = lambda: SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())  # noqa: E731
         engine = CampaignSender(
             log, renderer_for(self.campaign, self.ws, self.secret, self.clock), transport, self.clock,
-            self.options, sender=sender,
+            self.options, sender=sender, transport_factory=factory,
         )
         yield from engine.run()
         self.result = engine.result

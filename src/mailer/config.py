@@ -55,6 +55,7 @@ class SendingConfig:
     per_day: int = 0
     timezone: str = ""
     max_lateness: float = 12.0  # hours
+    connections: int = 1
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ rate = {sending_rate}                   # messages per minute; 0 = unlimited
 per_day = {sending_per_day}             # daily cap (e.g. 500 for Gmail); 0 = no cap
 timezone = {sending_timezone}           # e.g. "America/New_York"; "" = this machine's
 max_lateness = {sending_max_lateness}   # hours; a scheduled campaign later than this waits for a human
+connections = {sending_connections}     # SMTP connections at once; most relays want 1
 
 [unsubscribe]
 mailto = {unsubscribe_mailto}           # always offered; "" = from_email

@@ -8,11 +8,13 @@ over, so a crash leaves at most the message in flight as 'unknown', never resent
 
 from __future__ import annotations
 
+import queue
 import random
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from .clock import Clock, iso
 from .errors import MailerError, SmtpError
@@ -34,6 +36,7 @@ class SendOptions:
     max_consecutive_failures: int = 10
     reconnects: int = 3
     timezone: str = ""  # for the daily cap; "" = this machine's
+    connections: int = 1  # SMTP connections at once (real relays throttle: 1 is the safe default)
 
 
 @dataclass(frozen=True)
@@ -57,47 +60,69 @@ class SendResult:
 
 
 class DeliveryLog(Protocol):
-    """Where the engine reads its work and writes what happened."""
+    """Where the engine reads its work and writes what happened (safe to share between threads)."""
 
-    def next_batch(self, limit: int, after_seq: int) -> list[Delivery]: ...
+    def next_batch(self, limit: int) -> list[Delivery]: ...
     def still_sending(self) -> bool: ...
-    def subscriber(self, delivery: Delivery) -> Subscriber | None: ...
-    def mark_sending(self, delivery: Delivery, message_id: str, now: str) -> None: ...
+    def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]: ...
+    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: tuple | None = None) -> None: ...
     def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None: ...
     def attempted_since(self, since: str) -> int: ...
     def pause(self, reason: str) -> None: ...
 
 
+FETCH = 500  # deliveries read at a time: memory stays flat whatever the list's size
+
+
 class StoreLog:
-    """The real delivery log in the database; every change is its own commit."""
+    """The real delivery log in the database; each change is committed at once.
+
+    Its methods take a lock: the connections of one run share it (and one SQLite
+    connection), and each transaction must be theirs alone.
+    """
 
     def __init__(self, store: Store, campaign: Campaign):
         self.store = store
         self.campaign = campaign
+        self.lock = threading.RLock()
+        self._cursor = 0  # the last seq handed out in this run: no row is given to two connections
 
-    def next_batch(self, limit: int, after_seq: int) -> list[Delivery]:
-        if not self.still_sending():
-            return []
-        return self.store.pending_deliveries(self.campaign.id, limit, after_seq)
+    def next_batch(self, limit: int) -> list[Delivery]:
+        with self.lock:
+            if not self.still_sending():
+                return []
+            batch = self.store.pending_deliveries(self.campaign.id, min(limit, FETCH), self._cursor)
+            if batch:
+                self._cursor = batch[-1].seq
+            return batch
 
     def still_sending(self) -> bool:
         """False once someone else has cancelled or paused the campaign while we were sending."""
-        return self.store.require_campaign(self.campaign.id).status not in ("cancelled", "paused")
+        with self.lock:
+            return self.store.require_campaign(self.campaign.id).status not in ("cancelled", "paused")
 
-    def subscriber(self, delivery: Delivery) -> Subscriber | None:
-        return self.store.get_by_id(delivery.subscriber_id) if delivery.subscriber_id is not None else None
+    def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]:
+        with self.lock:
+            return self.store.subscribers_by_id([d.subscriber_id for d in batch if d.subscriber_id is not None])
 
-    def mark_sending(self, delivery: Delivery, message_id: str, now: str) -> None:
-        self.store.mark_sending(delivery.id, message_id, now)
+    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: tuple | None = None) -> None:
+        with self.lock:
+            if finish is not None:
+                done, status, reply, when, bounce = finish
+                finish = (done.id, status, reply, when, bounce)
+            self.store.mark_sending(delivery.id, message_id, now, finish=finish)
 
     def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None:
-        self.store.record(delivery.id, status, reply, now, bounce_subscriber=bounce)
+        with self.lock:
+            self.store.record(delivery.id, status, reply, now, bounce_subscriber=bounce)
 
     def attempted_since(self, since: str) -> int:
-        return self.store.attempted_since(since)
+        with self.lock:
+            return self.store.attempted_since(since)
 
     def pause(self, reason: str) -> None:
-        self.store.update_campaign(self.campaign.id, status="paused", status_reason=reason)
+        with self.lock:
+            self.store.update_campaign(self.campaign.id, status="paused", status_reason=reason)
 
 
 class AudienceLog:
@@ -120,22 +145,23 @@ class AudienceLog:
         for seq, s in enumerate(subs, start=1):
             yield Delivery(seq, self.campaign.id, s.id, seq, s.email, "pending", 0, "", "", "", "", "")
 
-    def next_batch(self, limit: int, after_seq: int) -> list[Delivery]:
+    def next_batch(self, limit: int) -> list[Delivery]:
         batch = []
         for d in self._source:
             batch.append(d)
-            if len(batch) >= limit:
+            if len(batch) >= min(limit, FETCH):
                 break
         return batch
 
     def still_sending(self) -> bool:
         return True
 
-    def subscriber(self, delivery: Delivery) -> Subscriber | None:
-        return self.store.get_by_id(delivery.subscriber_id) if delivery.subscriber_id is not None else None
+    def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]:
+        return self.store.subscribers_by_id([d.subscriber_id for d in batch if d.subscriber_id is not None])
 
-    def mark_sending(self, delivery: Delivery, message_id: str, now: str) -> None:
-        pass
+    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: tuple | None = None) -> None:
+        if finish is not None:
+            self.record(*finish)
 
     def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None:
         self.recorded[delivery.seq] = status
@@ -187,8 +213,25 @@ def day_start(now: datetime, timezone: str) -> datetime:
     return datetime.combine(local.date(), dtime(0), tzinfo=tz)
 
 
+class _Shared:
+    """What the connections of one run share: counters, the rate limiter, the stop."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.result = SendResult()
+        self.next_slot = 0.0
+        self.consecutive_failures = 0
+        self.day: datetime | None = None
+        self.day_count = 0
+
+
 class CampaignSender:
-    """Sends one campaign's pending deliveries; iterate `run()` for progress, then read `result`."""
+    """Sends one campaign's pending deliveries; iterate `run()` for progress, then read `result`.
+
+    With `connections` > 1 (a transport per connection from `transport_factory`) each
+    connection is a thread with its own batches; they share the delivery log, the rate,
+    the caps and the decision to stop.
+    """
 
     def __init__(
         self,
@@ -200,22 +243,88 @@ class CampaignSender:
         *,
         sender: str,
         rng: random.Random | None = None,
+        transport_factory: Callable[[], Transport] | None = None,
     ):
         self.log = log
         self.renderer = renderer
         self.transport = transport
+        self.transport_factory = transport_factory
         self.clock = clock
         self.options = options
         self.sender = sender
         self.rng = rng or random.Random()
-        self.result = SendResult()
+        self.shared = _Shared()
+
+    @property
+    def result(self) -> SendResult:
+        return self.shared.result
+
+    def run(self) -> Iterator[Event]:
+        """Send until the list, the caps or the server says stop."""
+        n = self.options.connections if self.transport_factory is not None else 1
+        if n <= 1:
+            yield from _Connection(self, self.transport).run()
+            return
+        events: queue.Queue = queue.Queue()
+        errors: list[BaseException] = []
+        transports = [self.transport] + [self.transport_factory() for _ in range(n - 1)]
+
+        def work(transport: Transport) -> None:
+            try:
+                for event in _Connection(self, transport).run():
+                    events.put(event)
+            except BaseException as exc:  # handed to the main thread, which raises it
+                errors.append(exc)
+                with self.shared.lock:
+                    self.shared.result.stopped = self.shared.result.stopped or str(exc)
+
+        threads = [threading.Thread(target=work, args=(t,), name=f"smtp-{i}", daemon=True) for i, t in enumerate(transports)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads) or not events.empty():
+            try:
+                yield events.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+
+
+class _Connection:
+    """One SMTP connection's loop: batches of pending deliveries over one connection each."""
+
+    def __init__(self, sender: CampaignSender, transport: Transport):
+        self.s = sender
+        self.shared = sender.shared
+        self.log = sender.log
+        self.transport = transport
+        self.clock = sender.clock
+        self.options = sender.options
         self._connected = False
         self._in_batch = 0
-        self._next_slot = 0.0
-        self._consecutive_failures = 0
+        self._finish_later: tuple | None = None  # the last reply, committed with the next mark
+
+    # -- small pieces -------------------------------------------------------------------
 
     def _now(self) -> str:
         return iso(self.clock.now())
+
+    def _stopped(self) -> bool:
+        return bool(self.shared.result.stopped)
+
+    def _stop(self, why: str, **flags: bool) -> None:
+        with self.shared.lock:
+            r = self.shared.result
+            if not r.stopped:
+                r.stopped = why
+            for k, v in flags.items():
+                setattr(r, k, v)
+
+    def _count(self, status: str) -> None:
+        with self.shared.lock:
+            self.shared.result.outcomes[status] += 1
 
     def _connect(self) -> None:
         if not self._connected:
@@ -228,40 +337,85 @@ class CampaignSender:
             self.transport.close()
             self._connected = False
 
-    def _quota_reason(self) -> str:
+    def _flush(self) -> None:
+        """Commit the last reply now (before waiting, stopping or leaving)."""
+        if self._finish_later is not None:
+            delivery, status, reply, now, bounce = self._finish_later
+            self._finish_later = None
+            self.log.record(delivery, status, reply, now, bounce)
+
+    def _sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._flush()
+            self.clock.sleep(seconds)
+
+    def _cap(self, take: bool) -> str:
+        """Which cap (--limit, the daily one) forbids one more message, or ''; take=True counts it."""
         o = self.options
-        if o.limit is not None and self.result.handed_over >= o.limit:
-            return f"sent the {o.limit} allowed by --limit"
-        if o.per_day:
-            since = iso(day_start(self.clock.now(), o.timezone))
-            if self.log.attempted_since(since) >= o.per_day:
-                return f"reached today's cap of {o.per_day} messages"
+        with self.shared.lock:
+            r = self.shared.result
+            if o.limit is not None and r.handed_over >= o.limit:
+                return f"sent the {o.limit} allowed by --limit"
+            if o.per_day:
+                start = day_start(self.clock.now(), o.timezone)
+                if start != self.shared.day:  # first message, or midnight passed during the run
+                    self.shared.day = start
+                    self.shared.day_count = self.log.attempted_since(iso(start))
+                if self.shared.day_count >= o.per_day:
+                    return f"reached today's cap of {o.per_day} messages"
+                if take:
+                    self.shared.day_count += 1
+            if take:
+                r.handed_over += 1
         return ""
 
     def _wait_for_rate(self) -> None:
         if self.options.rate <= 0:
             return
-        now = self.clock.monotonic()
-        if self._next_slot > now:
-            self.clock.sleep(self._next_slot - now)
-            now = self._next_slot
-        self._next_slot = now + 60.0 / self.options.rate
+        with self.shared.lock:
+            now = self.clock.monotonic()
+            slot = max(now, self.shared.next_slot)
+            self.shared.next_slot = slot + 60.0 / self.options.rate
+        self._sleep(slot - now)
+
+    def _backoff(self, attempt: int) -> None:
+        delay = self.options.backoff * (2 ** (attempt - 1))
+        self._sleep(delay * (1 + self.s.rng.random()))
+
+    def _failure(self, reply: Reply) -> None:
+        with self.shared.lock:
+            self.shared.consecutive_failures += 1
+            n = self.shared.consecutive_failures
+        if n >= self.options.max_consecutive_failures:
+            self._stop(
+                f"Stopped after {n} failures in a row (last: {reply}); "
+                "the rest is left pending so the list is not burnt."
+            )
+
+    def _success(self) -> None:
+        with self.shared.lock:
+            self.shared.consecutive_failures = 0
+
+    # -- the loop ------------------------------------------------------------------------
 
     def run(self) -> Iterator[Event]:
-        """Send until the list, the quota or the server says stop."""
         o = self.options
-        last_seq = 0
         try:
-            while True:
-                batch = self.log.next_batch(o.batch_size, last_seq)
+            while not self._stopped():
+                # Several connections take small helpings, so that each gets its share.
+                batch = self.log.next_batch(o.batch_size if o.connections <= 1 else min(o.batch_size, 10))
                 if not batch:
                     return
-                for delivery in batch:
-                    last_seq = delivery.seq
-                    reason = self._quota_reason()
+                work = self._prepare(batch)
+                for delivery, sub, skipped in work:
+                    if self._stopped():
+                        return
+                    if sub is None:  # skipped: already recorded
+                        yield skipped
+                        continue
+                    reason = self._cap(take=False)
                     if reason:
-                        self.result.stopped = reason
-                        self.result.quota_left = True
+                        self._stop(reason, quota_left=True)
                         yield Event("stop", f"Stopped: {reason}; the rest waits for the next run.")
                         return
                     if self._in_batch >= o.batch_size:  # only now, so a run never ends on a pause
@@ -269,43 +423,58 @@ class CampaignSender:
                         self._in_batch = 0
                         if o.pause > 0:
                             yield Event("pause", f"Batch of {o.batch_size} done; pausing {o.pause:g} s.")
-                            self.clock.sleep(o.pause)
+                            self._sleep(o.pause)
                             if not self.log.still_sending():  # cancelled or paused during the pause
                                 return
-                    yield from self._deliver(delivery)
-                    if self.result.stopped:
-                        return
+                    yield from self._deliver(delivery, sub)
         finally:
-            self._disconnect()
+            try:
+                self._flush()
+            finally:
+                self._disconnect()
 
-    def _deliver(self, delivery: Delivery) -> Iterator[Event]:
-        sub = self.log.subscriber(delivery)
-        if sub is None or sub.status != "active":
+    def _prepare(self, batch: list[Delivery]) -> Iterator[tuple[Delivery, Subscriber | None, Event | None]]:
+        """The batch with each subscriber as they stand now (one query); those gone are skipped."""
+        subs = self.log.subscribers(batch)
+        for delivery in batch:
+            sub = subs.get(delivery.subscriber_id) if delivery.subscriber_id is not None else None
+            if sub is not None and sub.status == "active":
+                yield delivery, sub, None
+                continue
             why = "erased" if sub is None else sub.status
+            self._flush()
             self.log.record(delivery, "skipped", f"{why} after the audience was fixed", self._now())
-            self.result.outcomes["skipped"] += 1
-            yield Event("delivery", f"{delivery.email}: skipped ({why})", delivery, "skipped")
-            return
+            self._count("skipped")
+            yield delivery, None, Event("delivery", f"{delivery.email}: skipped ({why})", delivery, "skipped")
+
+    def _deliver(self, delivery: Delivery, sub: Subscriber) -> Iterator[Event]:
         self._connect()  # SmtpError (cannot reach or log in) ends the run: exit 3, nothing marked
         recipient, needs_utf8 = envelope_address(sub.email)
         if needs_utf8 and not self.transport.smtputf8:
             reply = "needs-smtputf8: the address has non-ASCII characters before the @ and the server does not offer SMTPUTF8"
+            self._flush()
             self.log.record(delivery, "failed", reply, self._now())
-            self.result.outcomes["failed"] += 1
+            self._count("failed")
             yield Event("delivery", f"{sub.email}: needs-smtputf8", delivery, "failed")
             return
         try:
-            message = self.renderer.render(sub)
+            message = self.s.renderer.render(sub)
         except MailerError as exc:  # this subscriber's data cannot make a message; the rest can
+            self._flush()
             self.log.record(delivery, "failed", f"cannot be rendered: {exc.message}", self._now())
-            self.result.outcomes["failed"] += 1
+            self._count("failed")
             yield Event("delivery", f"{sub.email}: failed ({exc.message})", delivery, "failed")
             self._failure(Reply(0, exc.message))
             return
-        envelope = Envelope(self.sender, recipient, needs_utf8, delivery.seq)
+        envelope = Envelope(self.s.sender, recipient, needs_utf8, delivery.seq)
         self._wait_for_rate()
-        self.log.mark_sending(delivery, message.message_id, self._now())
-        self.result.handed_over += 1
+        reason = self._cap(take=True)  # another connection may have taken the last one
+        if reason:
+            self._stop(reason, quota_left=True)
+            yield Event("stop", f"Stopped: {reason}; the rest waits for the next run.")
+            return
+        finish, self._finish_later = self._finish_later, None
+        self.log.mark_sending(delivery, message.message_id, self._now(), finish=finish)
         tries = 0
         reconnects = 0
         while True:
@@ -315,8 +484,7 @@ class CampaignSender:
                 self._connected = False
                 reconnects += 1
                 if reconnects > self.options.reconnects:
-                    self._give_up(delivery, f"connection lost: {exc}")
-                    yield Event("stop", self.result.stopped)
+                    yield from self._give_up(delivery, f"connection lost: {exc}")
                     return
                 yield Event("reconnect", f"Connection lost ({exc}); reconnecting and sending {sub.email} again.")
                 if reconnects > 1:
@@ -324,8 +492,7 @@ class CampaignSender:
                 try:
                     self._connect()
                 except SmtpError as err:
-                    self._give_up(delivery, err.message)
-                    yield Event("stop", self.result.stopped)
+                    yield from self._give_up(delivery, err.message)
                     return
                 continue
             self._in_batch += 1  # on the connection that carried it: after a reconnect, a new batch
@@ -341,8 +508,7 @@ class CampaignSender:
                         try:
                             self._connect()
                         except SmtpError as err:
-                            self._give_up(delivery, err.message)
-                            yield Event("stop", self.result.stopped)
+                            yield from self._give_up(delivery, err.message)
                             return
                     continue
                 self._finish(delivery, "pending", str(reply))
@@ -356,38 +522,29 @@ class CampaignSender:
                 self.log.record(delivery, "pending", str(reply), self._now())
                 reason = f"the server refused the message as a matter of policy ({reply})"
                 self.log.pause(reason)
-                self.result.paused = True
-                self.result.stopped = f"Campaign paused: {reason}. Nobody was marked bounced."
-                yield Event("stop", self.result.stopped, delivery, "pending")
+                self._stop(f"Campaign paused: {reason}. Nobody was marked bounced.", paused=True)
+                yield Event("stop", self.shared.result.stopped, delivery, "pending")
                 return
             status = {"sent": "sent", "bounced": "bounced", "failed": "failed"}[kind]
             self._finish(delivery, status, str(reply), bounce=status == "bounced")
             yield Event("delivery", f"{sub.email}: {status}" + ("" if status == "sent" else f" ({reply})"), delivery, status)
             if status == "sent":
-                self._consecutive_failures = 0
+                self._success()
             else:
                 self._failure(reply)
             return
 
     def _finish(self, delivery: Delivery, status: str, reply: str, bounce: bool = False) -> None:
-        self.log.record(delivery, status, reply, self._now(), bounce)
-        self.result.outcomes[status] += 1
+        # Committed together with the next message's 'sending' mark (one disk sync for
+        # both), or by _flush before any wait; a crash in between leaves it 'unknown'.
+        self._flush()
+        self._finish_later = (delivery, status, reply, self._now(), bounce)
+        self._count(status)
 
-    def _failure(self, reply: Reply) -> None:
-        self._consecutive_failures += 1
-        if self._consecutive_failures >= self.options.max_consecutive_failures:
-            self.result.stopped = (
-                f"Stopped after {self._consecutive_failures} failures in a row (last: {reply}); "
-                "the rest is left pending so the list is not burnt."
-            )
-
-    def _give_up(self, delivery: Delivery, why: str) -> None:
+    def _give_up(self, delivery: Delivery, why: str) -> Iterator[Event]:
         # Not confirmed by the server: back to pending, to be sent again by the next run.
+        self._flush()
         self.log.record(delivery, "pending", why, self._now())
-        self.result.outcomes["pending"] += 1
-        self.result.stopped = f"The SMTP server went away: {why}. The rest is left pending for the next run."
-        self.result.server_lost = True
-
-    def _backoff(self, attempt: int) -> None:
-        delay = self.options.backoff * (2 ** (attempt - 1))
-        self.clock.sleep(delay * (1 + self.rng.random()))
+        self._count("pending")
+        self._stop(f"The SMTP server went away: {why}. The rest is left pending for the next run.", server_lost=True)
+        yield Event("stop", self.shared.result.stopped)

@@ -661,3 +661,11 @@ class Store:
                 (campaign.content, campaign.content_hash, campaign.templates, campaign.subject,
                  campaign.template, campaign.id),
             )
+
+    def subscribers_by_id(self, ids: list[int]) -> dict[int, Subscriber]:
+        """Subscribers of a batch, as they stand now, in one query."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id IN ({marks})", ids)
+        return {r[0]: _row_to_subscriber(r) for r in rows}

@@ -92,6 +92,7 @@ def send(
     rate: Annotated[Optional[float], typer.Option("--rate", help="At most this many messages a minute.", min=0)] = None,
     per_day: Annotated[Optional[int], typer.Option("--per-day", help="At most this many messages a day.", min=0)] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Send at most this many now.", min=0)] = None,
+    connections: Annotated[Optional[int], typer.Option("--connections", help="SMTP connections at once (default 1; relays throttle).", min=1, max=20)] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try failed deliveries again.")] = False,
     retry_unknown: Annotated[bool, typer.Option("--retry-unknown", help="Send again messages whose fate a crash left unknown.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON document.")] = False,
@@ -101,7 +102,7 @@ def send(
     code = run_send(
         st, campaign, dry_run=dry_run, yes=yes, list_name=list_name, tags=tags or [], as_json=as_json,
         retry_failed=retry_failed, retry_unknown=retry_unknown,
-        options=dict(batch_size=batch_size, pause=pause, rate=rate, per_day=per_day, limit=limit),
+        options=dict(batch_size=batch_size, pause=pause, rate=rate, per_day=per_day, limit=limit, connections=connections),
     )
     raise typer.Exit(code)
 
