@@ -98,3 +98,22 @@ def test_dry_run_writes_files_and_replaces_the_folder(tmp_path):
     again = DryRunTransport(folder)
     again.open()
     assert list(folder.iterdir()) == []
+
+
+def test_silence_after_the_whole_message_is_fate_unknown_but_a_hang_up_is_not(smtp_server):
+    from mailer.transport import FateUnknown
+
+    for pipelining in (True, False):
+        smtp_server.pipelining = pipelining
+        t = SmtpTransport(SmtpConfig(host=smtp_server.host, port=smtp_server.port, security="none", timeout=0.3), None)
+        t.open()
+        smtp_server.delay = 1.0
+        with pytest.raises(FateUnknown):
+            t.send(env("slow@example.com"), MESSAGE)
+        smtp_server.delay = 0
+        t.open()
+        smtp_server.drop_during_data_after = len(smtp_server.received)
+        with pytest.raises(ConnectionLost) as lost:
+            t.send(env("dropped@example.com"), MESSAGE)
+        assert not isinstance(lost.value, FateUnknown)
+        t.close()

@@ -114,7 +114,8 @@ def campaign_for_send(
         last = made[-1]
         raise InputError(
             f"{path.name} was already sent as campaign {last.id} ({last.status}); it is not sent again.",
-            hint=f"To send it once more, run `mailer campaign create {ref}` and send the new campaign.",
+            hint=f"To try its failed deliveries again: `mailer send {last.id} --retry-failed`; to send it to "
+            f"everyone once more: `mailer campaign create {ref}`, then send the new campaign.",
         )
     if create:
         return create_campaign(store, ws, path, clock, list_name=list_name, tags=tags), []
@@ -243,6 +244,12 @@ class SendJob:
         if c.status in ("paused", "done") and self.store.delivery_counts(c.id)["pending"]:
             self.campaign = self.store.update_campaign(c.id, status="sending", status_reason="", finished_at="")
 
+    def check_settings(self) -> None:
+        """The sender and SMTP settings a real send needs (ConfigError, exit 2, before anything changes)."""
+        sender_address(self.ws)
+        if not self.dry_run and self.transport is None:
+            self.transport = SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())
+
     def run(self) -> Iterator[Event]:
         """Send (or write) the messages, yielding progress; the outcome is in `result`."""
         log: StoreLog | AudienceLog
@@ -253,7 +260,13 @@ class SendJob:
             transport.open()  # empties the folder even when nothing is left to write
         else:
             # Settings first: a ConfigError must leave the audience unfixed and the campaign as it was.
-            transport = self.transport or SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())
+            self.check_settings()
+            transport = self.transport
+            if not self.campaign.id:  # made from a file just now: stored only once it really goes
+                self.campaign = create_campaign(
+                    self.store, self.ws, self.campaign.content_path, self.clock,
+                    list_name=self.campaign.list_name, tags=self.campaign.tags,
+                )
             self.store.fix_audience(self.campaign, iso(self.clock.now()))
             self.campaign = self.store.require_campaign(self.campaign.id)
             log = StoreLog(self.store, self.campaign)

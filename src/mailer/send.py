@@ -1,9 +1,11 @@
 """The send engine: pending deliveries -> render -> batches -> transport -> delivery log.
 
 It takes a clock (for time, pauses and rates) and yields progress events; it never
-prints. What happens to each message is committed to the delivery log as soon as the
-server has answered, and a message is marked 'sending' (committed) before it is handed
-over, so a crash leaves at most the message in flight as 'unknown', never resent blindly.
+prints. A message is marked 'sending' in a committed transaction before it is handed
+over; the server's reply is committed in the same transaction as the next message's
+mark (one disk sync per message), or at once before any pause, wait or stop. So a
+crash leaves at most the message in flight, and the one just answered, as 'unknown':
+reported, never resent blindly.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from .errors import MailerError, SmtpError
 from .schedule import workspace_timezone
 from .models import DELIVERY_STATUSES, Campaign, Delivery, Subscriber
 from .store import Store
-from .transport import ConnectionLost, Envelope, Reply, Transport, envelope_address
+from .transport import ConnectionLost, Envelope, FateUnknown, Reply, Transport, envelope_address
 
 
 @dataclass(frozen=True)
@@ -480,6 +482,18 @@ class _Connection:
         while True:
             try:
                 reply = self.transport.send(envelope, message.data)
+            except FateUnknown as exc:
+                self._connected = False
+                self._flush()
+                self.log.record(delivery, "unknown", f"{exc}; not sent again (--retry-unknown sends it)", self._now())
+                self._count("unknown")
+                self._stop(
+                    f"The SMTP server fell silent after receiving the message to {sub.email} ({exc}); "
+                    "it may have been accepted, so it is not sent again. The rest is left pending for the next run.",
+                    server_lost=True,
+                )
+                yield Event("stop", self.shared.result.stopped, delivery, "unknown")
+                return
             except ConnectionLost as exc:
                 self._connected = False
                 reconnects += 1

@@ -52,6 +52,14 @@ class ConnectionLost(Exception):
     """The connection broke before the server confirmed the message; reconnect and resend it."""
 
 
+class FateUnknown(ConnectionLost):
+    """The whole message went out and the server fell silent before its reply.
+
+    It may have been accepted (servers queue the message before they answer), so it is
+    not sent again: the delivery is reported as unknown.
+    """
+
+
 class Transport(Protocol):
     description: str  # for people: "smtp.example.com:587 (starttls)", "outbox/3-december-specials"
 
@@ -169,6 +177,9 @@ class SmtpTransport:
                 smtp.rset()
             smtp.command_encoding = "ascii"
             return reply
+        except FateUnknown:
+            self.close()
+            raise
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.close()
             raise ConnectionLost(_reason(exc)) from None
@@ -180,10 +191,9 @@ class SmtpTransport:
         if code == 250:
             code, text = smtp.rcpt(envelope.recipient)
             if code in (250, 251):
-                try:
-                    code, text = smtp.data(data)
-                except smtplib.SMTPDataError as exc:  # DATA itself refused
-                    code, text = exc.smtp_code, exc.smtp_error
+                code, text = smtp.docmd("DATA")
+                if code == 354:
+                    return _data(smtp, data)
         return Reply(code, _text(text))
 
     @staticmethod
@@ -208,9 +218,8 @@ class SmtpTransport:
         (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
         if data_code == 354:
             if mail_code == 250 and rcpt_code in (250, 251):
-                smtp.send(_DOT_LINE.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
-            else:  # a server that said 354 without a recipient: end the empty message
-                smtp.send(b".\r\n")
+                return _data(smtp, data)
+            smtp.send(b".\r\n")  # a server that said 354 without a recipient: end the empty message
             data_code, data_text = smtp.getreply()
         for code, text in ((mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text)):
             if code not in (250, 251):
@@ -221,6 +230,20 @@ class SmtpTransport:
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
             _quietly_close(smtp)
+
+
+def _data(smtp: smtplib.SMTP, data: bytes) -> Reply:
+    """Send the message (dot-stuffed) after a 354 and read the reply that decides its fate."""
+    smtp.send(_DOT_LINE.sub(b"..", data) + (b"" if data.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+    try:
+        code, text = smtp.getreply()
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            raise FateUnknown(
+                "the server did not answer in time after receiving the whole message"
+            ) from None
+        raise  # closed without a reply: it did not take the message
+    return Reply(code, _text(text))
 
 
 def _quietly_close(smtp: smtplib.SMTP) -> None:

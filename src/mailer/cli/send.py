@@ -115,7 +115,9 @@ def run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name, tag
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(WorkspaceLock(ws.lock_path, f"mailer send {ref}", st.now()))
-        campaign, warnings = campaign_for_send(store, ws, ref, st.clock, list_name=list_name, tags=tags, create=not dry_run)
+        # A campaign made from a file is stored only when it really starts: a refusal, a
+        # failed check or a "no" at the question leaves nothing behind.
+        campaign, warnings = campaign_for_send(store, ws, ref, st.clock, list_name=list_name, tags=tags, create=False)
         for w in warnings:
             out.warn(w)
         job = SendJob(store, ws, campaign, st.clock, options_from_config(ws, **options), ws.secret(), dry_run=dry_run)
@@ -128,6 +130,7 @@ def run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name, tag
         if any(c.level == "error" for c in checks):
             raise InputError("The pre-send checks found errors (above); nothing was sent.", hint=f"Run `mailer check {job.campaign.content_path or ref}` for the full table.")
         to_send = job.to_send()
+        job.check_settings()
         if not dry_run and to_send:
             _confirm(st, job, to_send, yes)
         events = job.run()
