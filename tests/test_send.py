@@ -367,6 +367,7 @@ def test_temporary_refusal_is_sent_after_a_backoff(sending, stage, reply, pipeli
     assert result.exit_code == 0, result.stderr
     sending.assert_sent_once()
     assert sending.row(target)["status"] == "sent"
+    assert sending.row(target)["attempts"] == 2  # refused once, then accepted
     [backoff] = sending.clock.slept
     assert 2 <= backoff <= 4  # 2 s, plus jitter
     assert "trying again" in result.stderr

@@ -70,6 +70,7 @@ class DeliveryLog(Protocol):
     def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: tuple | None = None) -> None: ...
     def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None: ...
     def attempted_since(self, since: str) -> int: ...
+    def retried(self, delivery: Delivery, now: str) -> None: ...
     def pause(self, reason: str) -> None: ...
 
 
@@ -122,6 +123,10 @@ class StoreLog:
         with self.lock:
             return self.store.attempted_since(since)
 
+    def retried(self, delivery: Delivery, now: str) -> None:
+        with self.lock:
+            self.store.count_attempt(delivery.id, now)
+
     def pause(self, reason: str) -> None:
         with self.lock:
             self.store.update_campaign(self.campaign.id, status="paused", status_reason=reason)
@@ -170,6 +175,9 @@ class AudienceLog:
 
     def attempted_since(self, since: str) -> int:
         return self.store.attempted_since(since)
+
+    def retried(self, delivery: Delivery, now: str) -> None:
+        pass
 
     def pause(self, reason: str) -> None:
         pass
@@ -524,6 +532,8 @@ class _Connection:
                         except SmtpError as err:
                             yield from self._give_up(delivery, err.message)
                             return
+                    self._wait_for_rate()  # a try again is one more message for the provider's limits
+                    self.log.retried(delivery, self._now())
                     continue
                 self._finish(delivery, "pending", str(reply))
                 yield Event("delivery", f"{sub.email}: {reply} (left for the next run)", delivery, "pending")

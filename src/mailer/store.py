@@ -619,6 +619,14 @@ class Store:
                 (message_id, now, now, delivery_id),
             )
 
+    def count_attempt(self, delivery_id: int, now: str) -> None:
+        """One more try of a message in 'sending' (after a temporary refusal)."""
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, attempted_at = ?, updated_at = ? WHERE id = ?",
+                (now, now, delivery_id),
+            )
+
     def record(self, delivery_id: int, status: str, reply: str, now: str, *, bounce_subscriber: bool = False) -> None:
         """Commit what the server answered for one delivery."""
         with self.transaction():
