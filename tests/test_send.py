@@ -388,7 +388,7 @@ def test_temporary_refusal_every_time_is_left_for_the_next_run(sending, stage, r
     assert row["status"] == "pending" and row["reply"] == reply
     report = sending.report()
     assert (report["status"], report["pending"]) == ("sending", 1)
-    assert {"email": target, "status": "pending", "attempts": 1, "reason": reply} in report["failures"]
+    assert {"email": target, "status": "pending", "attempts": 4, "reason": reply} in report["failures"]
     backoffs = sending.clock.slept
     assert len(backoffs) == 3 and 2 <= backoffs[0] <= 4 and 4 <= backoffs[1] <= 8 and 8 <= backoffs[2] <= 16
 
