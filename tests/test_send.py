@@ -553,7 +553,7 @@ def test_many_failures_in_a_row_stop_the_run(sending, pipelining):
     assert "10 failures in a row" in result.stderr and "pending" in result.stderr
     assert sending.server.received == []
     rows = sending.rows()
-    assert [r["attempts"] for r in rows[:10]] == [1] * 10
+    assert [r["attempts"] for r in rows[:10]] == [4] * 10  # each tried, then three times again
     assert all(r["attempts"] == 0 for r in rows[10:])  # the rest of the list was not burnt
     report = sending.report()
     assert (report["status"], report["pending"]) == ("sending", EVERYONE)
