@@ -265,3 +265,15 @@ def test_status_shows_list_campaigns_and_last_run(mailer, smtp_server, clock, tm
     mailer("run-due")
     assert mailer.json("status")["last_run"]["exit"] == 0
     assert "last run: run-due" in mailer("status").stdout
+
+
+def test_run_due_json_says_what_was_done(mailer, smtp_server, clock, tmp_path):
+    point_at(mailer.home, smtp_server)
+    mailer("import", people(tmp_path, 3))
+    mailer("campaign", "create", NEWS, "--at", "2026-11-25 16:00")
+    clock._now = datetime(2026, 11, 25, 21, 5, tzinfo=UTC)
+    doc = json.loads(mailer("run-due", "--json").stdout)
+    assert doc["exit"] == 0 and doc["late"] == []
+    [c] = doc["campaigns"]
+    assert (c["campaign"], c["sent"], c["handed_over"], c["stopped"]) == (1, 3, 3, "")
+    assert json.loads(mailer("run-due", "--json").stdout)["campaigns"] == []

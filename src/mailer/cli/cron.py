@@ -33,6 +33,7 @@ def run_due(
     pause: Annotated[Optional[float], typer.Option("--pause", help="Seconds between batches.", min=0)] = None,
     rate: Annotated[Optional[float], typer.Option("--rate", help="At most this many messages a minute.", min=0)] = None,
     per_day: Annotated[Optional[int], typer.Option("--per-day", help="At most this many messages a day.", min=0)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as one JSON document (always).")] = False,
 ) -> None:
     """For cron: send every campaign whose time has come, and what daily caps left pending.
 
@@ -52,6 +53,7 @@ def run_due(
         raise typer.Exit(int(ExitCode.LOCKED))  # quietly: the running one does the work
     code = ExitCode.OK
     summaries: list[str] = []
+    document: dict = {"dry_run": dry_run, "campaigns": [], "late": []}
     try:
         store = st.store()
         if not dry_run:
@@ -71,6 +73,7 @@ def run_due(
                 hint=f"Send it with `mailer send {c.id}`, or give it a new time with `mailer campaign schedule {c.id} --at ...`.",
             )
             log.write("late", campaign=c.id, scheduled_at=c.scheduled_at)
+            document["late"].append({"campaign": c.id, "name": c.name, "scheduled_at": c.scheduled_at})
             code = max(code, ExitCode.PARTIAL)
         for c in due:
             options = options_from_config(ws, batch_size=batch_size, pause=pause, rate=rate, per_day=per_day)
@@ -97,6 +100,9 @@ def run_due(
             r = job.result
             figures = {k: v for k, v in r.outcomes.items() if v}
             log.write("campaign", campaign=c.id, dry_run=dry_run, handed_over=r.handed_over, outcomes=figures, stopped=r.stopped)
+            document["campaigns"].append(
+                {"campaign": c.id, "name": c.name, "handed_over": r.handed_over, **r.outcomes, "stopped": r.stopped}
+            )
             summaries.append(
                 f"campaign {c.id} ({c.name}): "
                 + (f"would send {r.outcomes['sent']} (in {job.outbox})" if dry_run else
@@ -114,7 +120,9 @@ def run_due(
                 code = max(code, ExitCode.PARTIAL)
             if r.quota_left:
                 break  # the daily cap is the account's: later campaigns wait too
-        if verbose or dry_run:
+        if as_json:
+            out.json(document | {"exit": int(code)})
+        elif verbose or dry_run:
             for line in summaries:
                 out.line(line)
             if dry_run and not due:
