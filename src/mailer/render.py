@@ -30,7 +30,6 @@ from email.message import EmailMessage
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import css_inline
 import jinja2
@@ -43,6 +42,7 @@ from .config import Config
 from .content import Content, format_date
 from .errors import ConfigError, TemplateError
 from .models import Subscriber
+from .schedule import workspace_timezone
 from .tokens import make_token
 from .validate import InvalidValue, ascii_domain
 
@@ -616,15 +616,8 @@ def _folded(headers: list[tuple[str, Any]]) -> bytes:
 
 
 def _zone(config: Config):
-    if config.sending.timezone:
-        try:
-            return ZoneInfo(config.sending.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(
-                f"[sending] timezone {config.sending.timezone!r} is not a known time zone "
-                "(write it like \"America/New_York\")."
-            ) from None
-    return UTC
+    # Without a configured zone the Date header is in UTC: the same message on every machine.
+    return workspace_timezone(config.sending.timezone) if config.sending.timezone else UTC
 
 
 def _check_uri(value: str, what: str) -> str:

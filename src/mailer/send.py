@@ -291,13 +291,20 @@ class CampaignSender:
         threads = [threading.Thread(target=work, args=(t,), name=f"smtp-{i}", daemon=True) for i, t in enumerate(transports)]
         for t in threads:
             t.start()
-        while any(t.is_alive() for t in threads) or not events.empty():
-            try:
-                yield events.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        for t in threads:
-            t.join()
+        finished = False
+        try:
+            while any(t.is_alive() for t in threads) or not events.empty():
+                try:
+                    yield events.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            finished = True
+        finally:
+            if not finished:  # Ctrl-C, or a reader that stopped early: each connection ends
+                with self.shared.lock:  # after the message in hand, its last reply committed
+                    self.shared.result.stopped = self.shared.result.stopped or "interrupted"
+            for t in threads:
+                t.join()
         if errors:
             raise errors[0]
 
