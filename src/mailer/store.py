@@ -325,9 +325,10 @@ class Store:
                 summary.read += 1
                 if isinstance(record, Reject):
                     summary.invalid += 1
-                    summary.rejects.append(record)
                     if on_reject is not None:
                         on_reject(record)
+                    # Kept for the summary without the whole row: memory stays small on big files.
+                    summary.rejects.append(Reject(record.line, record.value[:200], record.reason))
                     continue
                 batch.append(record)
                 if len(batch) >= chunk:

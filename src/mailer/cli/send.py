@@ -178,9 +178,9 @@ def _summary(st: AppState, job: SendJob, as_json: bool, interrupted: int) -> int
             (out.info if r.quota_left else out.warn)(r.stopped)
         if not job.dry_run and doc["unknown"]:
             out.warn(
-                f"{doc['unknown']} message(s) were being handed over when an earlier run stopped; whether they "
-                f"arrived is unknown, so they are not sent again. See `mailer report {job.campaign.id}`; "
-                "--retry-unknown sends them again."
+                f"{doc['unknown']} message(s) were being handed over when a run stopped or the server fell "
+                f"silent; whether they arrived is unknown, so they are not sent again. See `mailer report "
+                f"{job.campaign.id}`; --retry-unknown sends them again."
             )
     this_run = r.outcomes
     if r.server_lost or (r.stopped and not r.quota_left) or r.paused:
