@@ -232,3 +232,12 @@ def test_email_headers_are_compared_without_case_space_or_punctuation(header, em
 def test_header_key():
     assert header_key("E-mail 1 - Value") == "email1value"
     assert header_key("OPTIN_TIME") == "optintime"
+
+
+def test_french_and_german_headers(tmp_path):
+    from mailer.csvio import map_columns
+
+    cols = map_columns(["Prénom", "Nom", "Courriel"])
+    assert cols.indexes == {"first_name": 0, "last_name": 1, "email": 2}
+    cols = map_columns(["Vorname", "Nachname", "E-Mail-Adresse"])
+    assert cols.indexes == {"first_name": 0, "last_name": 1, "email": 2}

@@ -39,9 +39,9 @@ def test_refusals_are_returned_and_the_connection_stays_usable(transport, smtp_s
     smtp_server.respond("gone@example.com", "550 5.1.1 No such user")
     smtp_server.respond("later@example.com", "451 4.7.1 Greylisted")
     smtp_server.respond_data("spam@example.com", "554 5.7.1 Rejected as spam")
-    assert transport.send(env("gone@example.com"), MESSAGE) == Reply(550, "5.1.1 No such user")
+    assert transport.send(env("gone@example.com"), MESSAGE) == Reply(550, "5.1.1 No such user", "rcpt")
     assert transport.send(env("later@example.com"), MESSAGE).code == 451
-    assert transport.send(env("spam@example.com"), MESSAGE) == Reply(554, "5.7.1 Rejected as spam")
+    assert transport.send(env("spam@example.com"), MESSAGE) == Reply(554, "5.7.1 Rejected as spam", "data")
     assert transport.send(env("ann@example.com"), MESSAGE).code == 250
     assert smtp_server.recipients() == ["ann@example.com"]
 
@@ -117,3 +117,27 @@ def test_silence_after_the_whole_message_is_fate_unknown_but_a_hang_up_is_not(sm
             t.send(env("dropped@example.com"), MESSAGE)
         assert not isinstance(lost.value, FateUnknown)
         t.close()
+
+
+@pytest.mark.parametrize(
+    "reply, meaning",
+    [
+        (Reply(250, "2.0.0 OK"), "sent"),
+        (Reply(451, "4.7.1 Greylisted"), "temporary"),
+        (Reply(421, "4.7.0 Try later", "mail"), "temporary"),
+        (Reply(550, "5.1.1 No such user", "rcpt"), "bounced"),
+        (Reply(550, "5.2.1 Mailbox disabled", "rcpt"), "bounced"),
+        (Reply(550, "No such user here", "rcpt"), "bounced"),
+        (Reply(552, "5.2.2 Mailbox full", "rcpt"), "failed"),
+        (Reply(554, "5.7.1 Rejected as spam"), "policy"),
+        (Reply(550, "Message rejected: listed on a blocklist"), "policy"),
+        (Reply(553, "Sender address rejected", "mail"), "policy"),
+        (Reply(550, "5.1.8 Bad sender's system address", "mail"), "policy"),
+        (Reply(535, "5.7.8 Authentication credentials invalid", "mail"), "auth"),
+        (Reply(552, "5.3.4 Message too big"), "failed"),
+    ],
+)
+def test_what_a_reply_means(reply, meaning):
+    from mailer.send import classify
+
+    assert classify(reply) == meaning

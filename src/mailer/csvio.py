@@ -47,12 +47,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "email": (
         "email", "emailaddress", "email1value", "primaryemail", "mail",
         "emailaddresses", "subscriberemail", "contactemail", "e_mail",
+        "emailadresse", "courriel", "adressecourriel", "correo", "correoelectrónico", "correoelectronico",
     ),
     # A second address, used when the first is empty (Outlook, Google).
     "email2": ("email2address", "email2value"),
-    "first_name": ("firstname", "givenname", "first", "fname", "forename"),
-    "last_name": ("lastname", "familyname", "surname", "last", "lname"),
-    "name": ("name", "fullname", "displayname", "contactname", "patientname", "patient"),
+    "first_name": ("firstname", "givenname", "first", "fname", "forename", "vorname", "prénom", "prenom", "nombre"),
+    "last_name": ("lastname", "familyname", "surname", "last", "lname", "nachname", "nom", "apellido", "apellidos"),
+    "name": ("name", "fullname", "displayname", "contactname", "patientname", "patient", "nomcomplet", "nombrecompleto"),
     "status": ("status",),
     "lists": ("lists",),
     "tags": ("tags", "tag", "labels", "groupmembership", "categories"),

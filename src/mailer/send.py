@@ -195,8 +195,9 @@ def classify(reply: Reply) -> str:
     """What a final reply means for the delivery.
 
     'sent' (250), 'temporary' (4xx: try again), 'bounced' (the address does not exist:
-    5.1.x, 5.2.1), 'policy' (5.7.x: the server refuses us, not the recipient), 'auth'
-    (the server wants a login it does not have), or 'failed' (any other permanent refusal).
+    5.1.x, 5.2.1), 'policy' (5.7.x, or any refusal of our MAIL FROM: the server refuses
+    us, not the recipient), 'auth' (the server wants a login it does not have), or
+    'failed' (any other permanent refusal).
     """
     code, enhanced = reply.code, reply.enhanced
     if code == 250:
@@ -205,6 +206,8 @@ def classify(reply: Reply) -> str:
         return "temporary"
     if code in (530, 535):
         return "auth"
+    if reply.stage == "mail":
+        return "policy"  # the server refuses our sender address: nothing to do with the recipient
     if enhanced.startswith("5.1.") or enhanced == "5.2.1":
         return "bounced"
     if enhanced.startswith("5.7."):

@@ -37,6 +37,7 @@ class Reply:
 
     code: int
     text: str
+    stage: str = "data"  # "mail" when the server refused the sender (MAIL FROM), "rcpt", "data"
 
     @property
     def enhanced(self) -> str:
@@ -131,7 +132,7 @@ class SmtpTransport:
             else:
                 smtp = smtplib.SMTP(c.host, c.port, local_hostname=_local_hostname(), timeout=c.timeout)
             try:
-                smtp.ehlo()
+                smtp.ehlo_or_helo_if_needed()  # an old server that knows only HELO still works
                 if c.security == "starttls":
                     if not smtp.has_extn("starttls"):
                         raise SmtpError(
@@ -188,12 +189,14 @@ class SmtpTransport:
     def _send_stepwise(smtp: smtplib.SMTP, envelope: Envelope, data: bytes) -> Reply:
         options = ["SMTPUTF8", "BODY=8BITMIME"] if envelope.smtputf8 else []
         code, text = smtp.mail(envelope.sender, options)
-        if code == 250:
-            code, text = smtp.rcpt(envelope.recipient)
-            if code in (250, 251):
-                code, text = smtp.docmd("DATA")
-                if code == 354:
-                    return _data(smtp, data)
+        if code != 250:
+            return Reply(code, _text(text), "mail")
+        code, text = smtp.rcpt(envelope.recipient)
+        if code not in (250, 251):
+            return Reply(code, _text(text), "rcpt")
+        code, text = smtp.docmd("DATA")
+        if code == 354:
+            return _data(smtp, data)
         return Reply(code, _text(text))
 
     @staticmethod
@@ -210,10 +213,10 @@ class SmtpTransport:
             f"RCPT TO:{smtplib.quoteaddr(envelope.recipient)}\r\nDATA\r\n".encode(encoding)
         )
         replies = []
-        for _ in range(3):
+        for stage in ("mail", "rcpt", "data"):
             code, text = smtp.getreply()
             if code == 421:  # the server says goodbye and closes: no more replies will come
-                return Reply(code, _text(text))
+                return Reply(code, _text(text), stage)
             replies.append((code, text))
         (mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text) = replies
         if data_code == 354:
@@ -221,9 +224,10 @@ class SmtpTransport:
                 return _data(smtp, data)
             smtp.send(b".\r\n")  # a server that said 354 without a recipient: end the empty message
             data_code, data_text = smtp.getreply()
-        for code, text in ((mail_code, mail_text), (rcpt_code, rcpt_text), (data_code, data_text)):
+        for stage, code, text in (("mail", mail_code, mail_text), ("rcpt", rcpt_code, rcpt_text),
+                                  ("data", data_code, data_text)):
             if code not in (250, 251):
-                return Reply(code, _text(text))
+                return Reply(code, _text(text), stage)
         return Reply(data_code, _text(data_text))
 
     def close(self) -> None:
