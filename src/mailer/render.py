@@ -893,6 +893,8 @@ class Renderer:
 
     def _template_error(self, where: str, exc: jinja2.TemplateError) -> TemplateError:
         message = _sentence(str(exc.message if getattr(exc, "message", None) else exc))
+        if isinstance(exc, jinja2.TemplateNotFound):
+            message = f"there is no template {exc.name!r} to include here (content files cannot include templates)"
         hint = None
         if isinstance(exc, jinja2.UndefinedError):
             hint = (
