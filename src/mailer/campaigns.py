@@ -89,13 +89,13 @@ def campaign_for_send(
     *,
     list_name: str | None = None,
     tags: Iterable[str] = (),
-    create: bool = True,
 ) -> tuple[Campaign, list[str]]:
     """What `mailer send REF` means: a campaign id, or a content file.
 
-    For a file: the unfinished campaign made from it if there is one, else a new one
-    (or, with create=False, the audience it would have, unsaved, for a dry-run); a
-    finished one is never sent again this way. Returns the campaign and warnings.
+    For a file: the unfinished campaign made from it if there is one, else a new one,
+    not yet stored (id 0: `SendJob.run` stores it when sending really starts, and a
+    dry-run never does); a finished one is never sent again this way. Returns the
+    campaign and warnings.
     """
     if ref.strip().isdigit() and not Path(ref).is_file():
         return find_campaign(store, ref), []
@@ -117,13 +117,10 @@ def campaign_for_send(
             hint=f"To try its failed deliveries again: `mailer send {last.id} --retry-failed`; to send it to "
             f"everyone once more: `mailer campaign create {ref}`, then send the new campaign.",
         )
-    if create:
-        return create_campaign(store, ws, path, clock, list_name=list_name, tags=tags), []
     content = load_content(path)
     audience_list, tag_names = _audience(content, list_name, tags)
-    # An unsaved campaign, for a dry-run that must change nothing.
     draft = Campaign(
-        id=0, key="dryrun", name=path.stem, content_path=str(path), content_hash=_hash(content.text),
+        id=0, key="unsaved", name=path.stem, content_path=str(path), content_hash=_hash(content.text),
         content=content.text, templates=json.dumps(resolve_templates(ws), sort_keys=True),
         template=content.template, subject=content.subject, list_name=audience_list, tags=tag_names,
         status="draft", status_reason="", scheduled_at="", created_at=iso(clock.now()), started_at="", finished_at="",

@@ -117,7 +117,7 @@ def run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name, tag
             stack.enter_context(WorkspaceLock(ws.lock_path, f"mailer send {ref}", st.now()))
         # A campaign made from a file is stored only when it really starts: a refusal, a
         # failed check or a "no" at the question leaves nothing behind.
-        campaign, warnings = campaign_for_send(store, ws, ref, st.clock, list_name=list_name, tags=tags, create=False)
+        campaign, warnings = campaign_for_send(store, ws, ref, st.clock, list_name=list_name, tags=tags)
         for w in warnings:
             out.warn(w)
         job = SendJob(store, ws, campaign, st.clock, options_from_config(ws, **options), ws.secret(), dry_run=dry_run)
