@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -277,3 +278,22 @@ def test_run_due_json_says_what_was_done(mailer, smtp_server, clock, tmp_path):
     [c] = doc["campaigns"]
     assert (c["campaign"], c["sent"], c["handed_over"], c["stopped"]) == (1, 3, 3, "")
     assert json.loads(mailer("run-due", "--json").stdout)["campaigns"] == []
+
+
+def test_an_erased_person_leaves_no_address_in_the_database_or_the_logs(mailer, smtp_server, clock, tmp_path):
+    point_at(mailer.home, smtp_server)
+    mailer("import", people(tmp_path, 3))
+    target = "patient001@example.com"
+    smtp_server.respond(target, "451 4.7.1 Greylisted <patient001@example.com>")  # retried: logged
+    smtp_server.drop_after = 2  # a reconnect while sending to the last one: logged
+    mailer("campaign", "create", NEWS, "--at", "2026-11-25 16:00")
+    clock._now = datetime(2026, 11, 25, 21, 5, tzinfo=UTC)
+    assert mailer("run-due").exit_code == 0
+    assert mailer("send", "1", "--dry-run").exit_code in (0, 2)
+    assert mailer("subscribers", "erase", target, "--yes").exit_code == 0
+    shutil.rmtree(mailer.home / "outbox")  # dry-run files are the user's own copies
+    for path in mailer.home.rglob("*"):
+        if path.is_file():
+            assert b"patient001" not in path.read_bytes(), path
+    log = (mailer.home / "logs" / "mailer.log").read_text()
+    assert '"event": "retry"' in log and '"event": "reconnect"' in log

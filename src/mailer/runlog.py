@@ -50,6 +50,16 @@ class RunLog:
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
 
 
+def loggable(event, campaign: int) -> dict:
+    """An event for the log, naming the delivery by its number, never the address.
+
+    The log outlives an erasure (it is rotated, not rewritten), so it holds no one's address.
+    """
+    d = event.delivery
+    message = event.message.replace(d.email, f"delivery #{d.seq}") if d is not None and d.email else event.message
+    return {"campaign": campaign, "delivery": d.seq if d is not None else None, "message": message}
+
+
 def last_event(path: Path, event: str = "end") -> dict | None:
     """The newest line of a kind (by default the end of the last run), read from the file's tail."""
     try:

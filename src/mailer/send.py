@@ -518,7 +518,7 @@ class _Connection:
                 if reconnects > self.options.reconnects:
                     yield from self._give_up(delivery, f"connection lost: {exc}")
                     return
-                yield Event("reconnect", f"Connection lost ({exc}); reconnecting and sending {sub.email} again.")
+                yield Event("reconnect", f"Connection lost ({exc}); reconnecting and sending {sub.email} again.", delivery)
                 if reconnects > 1:
                     self._backoff(reconnects - 1)
                 try:

@@ -440,7 +440,7 @@ class Store:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "deliveries" in tables:
             self.conn.execute(
-                "UPDATE deliveries SET email = '', subscriber_id = NULL WHERE subscriber_id = ?",
+                "UPDATE deliveries SET email = '', reply = '', subscriber_id = NULL WHERE subscriber_id = ?",
                 (subscriber_id,),
             )
 

@@ -7,6 +7,7 @@ This package is the only place that prints, prompts or exits. Core errors
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Mapping, Optional
@@ -87,6 +88,21 @@ class MailerGroup(TyperGroup):
         except KeyboardInterrupt:
             _output(ctx).error("Interrupted; nothing was left half-done.")
             raise typer.Exit(130) from None
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if "disk is full" in text or "disk i/o" in text:
+                _output(ctx).error("The disk is full (or failing), so nothing was changed.", "Free some space and run it again.")
+                raise typer.Exit(int(ExitCode.USAGE)) from None
+            if "locked" in text or "busy" in text:
+                _output(ctx).error(
+                    "The database stayed busy for 30 seconds (another mailer is writing to it), so nothing was changed.",
+                    "Run it again when the other one has finished.",
+                )
+                raise typer.Exit(int(ExitCode.LOCKED)) from None
+            if _debug(ctx):
+                raise
+            _output(ctx).error(f"The database failed: {exc}.", "Run again with --debug and report what it prints.")
+            raise typer.Exit(int(ExitCode.INTERNAL)) from None
         except BrokenPipeError:
             # `mailer export | head`: the reader went away; that is not our failure.
             sys.stdout = open(os.devnull, "w")

@@ -14,7 +14,7 @@ from ..campaigns import SendJob, due_campaigns, options_from_config, template_pr
 from ..config import Workspace
 from ..errors import ExitCode, LockedError, MailerError, SmtpError
 from ..lock import WorkspaceLock
-from ..runlog import RunLog, last_event
+from ..runlog import RunLog, last_event, loggable
 from ..schedule import local_time_text
 from . import AppState, app, state
 from .send import report_document, show_checks
@@ -89,7 +89,7 @@ def run_due(
                     continue
                 for event in job.run():
                     if event.kind in ("retry", "reconnect", "stop"):
-                        log.write(event.kind, campaign=c.id, message=event.message)
+                        log.write(event.kind, **loggable(event, c.id))
                         if verbose:
                             out.info(event.message)
             except SmtpError as exc:

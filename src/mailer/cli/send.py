@@ -11,9 +11,10 @@ from rich.text import Text
 
 from ..campaigns import SendJob, campaign_for_send, find_campaign, options_from_config
 from ..checks import Check
-from ..errors import ExitCode, InputError
+from ..errors import ExitCode, InputError, MailerError
 from ..lock import WorkspaceLock
 from ..models import Campaign
+from ..runlog import RunLog, loggable
 from ..send import Event
 from ..store import Store
 from . import AppState, app, state
@@ -99,16 +100,22 @@ def send(
 ) -> None:
     """Send a campaign in batches over SMTP (or --dry-run: write .eml files instead)."""
     st = state(ctx)
-    code = run_send(
-        st, campaign, dry_run=dry_run, yes=yes, list_name=list_name, tags=tags or [], as_json=as_json,
-        retry_failed=retry_failed, retry_unknown=retry_unknown,
-        options=dict(batch_size=batch_size, pause=pause, rate=rate, per_day=per_day, limit=limit, connections=connections),
-    )
+    log = RunLog(st.workspace().logs_dir / "mailer.log", st.clock, f"send {campaign}" + (" --dry-run" if dry_run else ""))
+    try:
+        code = run_send(
+            st, campaign, dry_run=dry_run, yes=yes, list_name=list_name, tags=tags or [], as_json=as_json,
+            retry_failed=retry_failed, retry_unknown=retry_unknown, log=log,
+            options=dict(batch_size=batch_size, pause=pause, rate=rate, per_day=per_day, limit=limit, connections=connections),
+        )
+    except MailerError as exc:
+        log.write("end", exit=int(exc.exit_code), error=exc.message)
+        raise
+    log.write("end", exit=code)
     raise typer.Exit(code)
 
 
 def run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name, tags, as_json: bool,
-             retry_failed: bool, retry_unknown: bool, options: dict) -> int:
+             retry_failed: bool, retry_unknown: bool, options: dict, log: RunLog) -> int:
     out = st.output
     ws = st.workspace()
     store = st.store()
@@ -133,9 +140,20 @@ def run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name, tag
         job.check_settings()
         if not dry_run and to_send:
             _confirm(st, job, to_send, yes)
-        events = job.run()
+        events = _logged(job.run(), log, job)
         _progress_lines(out, events, min(to_send, job.options.limit or to_send), dry_run)
+    r = job.result
+    log.write("campaign", campaign=job.campaign.id, dry_run=dry_run, handed_over=r.handed_over,
+              outcomes={k: v for k, v in r.outcomes.items() if v}, stopped=r.stopped)
     return _summary(st, job, as_json, interrupted_before)
+
+
+def _logged(events, log: RunLog, job: SendJob):
+    """Pass the engine's events on, writing the notable ones (without addresses) to the log."""
+    for event in events:
+        if event.kind in ("retry", "reconnect", "stop"):
+            log.write(event.kind, **loggable(event, job.campaign.id))
+        yield event
 
 
 def _confirm(st: AppState, job: SendJob, to_send: int, yes: bool) -> None:
