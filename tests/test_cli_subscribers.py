@@ -283,3 +283,10 @@ def test_control_characters_in_a_file_cannot_drive_the_terminal(mailer, tmp_path
     result = mailer("import", f)
     assert result.exit_code == 1
     assert "\x1b" not in result.stdout + result.stderr and "\\x1b]0;pwned\\x07" in result.stdout
+
+
+def test_import_from_standard_input(mailer):
+    result = mailer("import", "-", "--json", input="Email,Name\nann@example.com,Ann Lee\n")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["added"] == 1
+    assert mailer.json("subscribers", "show", "ann@example.com")["source"] == "stdin"

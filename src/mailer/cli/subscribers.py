@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -75,23 +77,36 @@ def _show_summary(st: AppState, summary: ImportSummary, as_json: bool, verb: str
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
+@contextmanager
+def _readable(file: Path) -> Iterator[Path]:
+    """The file itself, or for `-` standard input spooled to a temporary file (detection reads twice)."""
+    if str(file) != "-":
+        yield file
+        return
+    with tempfile.NamedTemporaryFile(prefix="mailer-stdin-", suffix=".csv") as tmp:
+        shutil.copyfileobj(sys.stdin.buffer, tmp)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
 def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb) -> None:
     st = state(ctx)
     ws = st.workspace(must_exist=verb == "import")
     store = _analysis_store(st) if dry_run else st.store()
-    defaults = _defaults(lists, tags, source, Path(file).name, check_dns)
+    defaults = _defaults(lists, tags, source, "stdin" if str(file) == "-" else Path(file).name, check_dns)
     # An in-memory store has no erased addresses, so it needs no key (and we create no secret.key).
     secret = ws.secret() if store.path != ":memory:" else bytes(32)
-    summary = import_file(
-        store, secret, file, defaults, st.now(),
-        encoding=encoding, commit=not dry_run, rejects_path=rejects,
-    )
+    with _readable(file) as path:
+        summary = import_file(
+            store, secret, path, defaults, st.now(),
+            encoding=encoding, commit=not dry_run, rejects_path=rejects,
+        )
     if rejects and not as_json:
         st.output.info(f"Rejected rows written to {rejects}" if summary.invalid else f"No rejected rows; {rejects} has only its header.")
     _show_summary(st, summary, as_json, "Dry run: nothing was written" if dry_run else verb.capitalize())
 
 
-FileArg = Annotated[Path, typer.Argument(help="The CSV file (UTF-8, UTF-16 or cp1252; comma, semicolon or tab).")]
+FileArg = Annotated[Path, typer.Argument(help="The CSV file (UTF-8, UTF-16 or cp1252; comma, semicolon or tab); - for standard input.")]
 SourceOpt = Annotated[Optional[str], typer.Option("--source", help="Where these people came from (default: the file name).")]
 RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write the rows not imported to this CSV, to fix and import again.")]
 DnsOpt = Annotated[bool, typer.Option("--check-dns", help="Also check that each domain can receive mail (slow; uses the network).")]
