@@ -290,3 +290,11 @@ def test_import_from_standard_input(mailer):
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["added"] == 1
     assert mailer.json("subscribers", "show", "ann@example.com")["source"] == "stdin"
+
+
+def test_a_line_break_in_a_setting_is_refused_before_it_reaches_a_header(mailer):
+    path = mailer.home / "mailer.toml"
+    path.write_text(path.read_text().replace('from_name = "John Kim, Closter Acupuncture"', 'from_name = "John\\r\\nBcc: evil@example.com"'))
+    result = mailer("subscribers", "list")
+    assert result.exit_code == 2
+    assert "[sender] from_name must be one line" in result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 CONFIG_NAME = "mailer.toml"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 DB_NAME = "mailer.db"
 SECRET_NAME = "secret.key"
 HOME_ENV = "MAILER_HOME"
@@ -96,6 +98,9 @@ def _coerce(section: str, key: str, value: Any, default: Any, path: Path) -> Any
         return type(default)(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a quoted string, not {value!r}.")
+    if _CONTROL.search(value):
+        # Settings end up in mail headers: a line break there would add headers of its own.
+        raise ConfigError(f"{where} must be one line of text, without line breaks or control characters.")
     return value.strip()
 
 
