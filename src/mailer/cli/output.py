@@ -62,8 +62,9 @@ class Output:
                 n += 1
             return n
         table = Table(title=title, show_lines=False, header_style="bold")
-        for c in columns:
-            table.add_column(c, overflow="fold")
+        for i, c in enumerate(columns):
+            # The first column (an address, an id) stays on one line; the others may fold.
+            table.add_column(c, overflow="fold", no_wrap=i == 0)
         for row in rows:
             table.add_row(*[Text(_plain(c)) for c in row])
             n += 1
@@ -76,7 +77,9 @@ class Output:
             for k, v in pairs:
                 self.line(f"{k}: {_plain(v)}")
             return
-        table = Table(title=title, show_header=False)
+        if title:  # above the table: a table's own title wraps at the table's narrow width
+            self.out.print(Text(title, style="bold"))
+        table = Table(show_header=False)
         table.add_column(style="bold")
         table.add_column(justify="right")
         for k, v in pairs:

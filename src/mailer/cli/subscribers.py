@@ -224,12 +224,14 @@ def list_(
     columns = ["email", "name", "status", "lists", "tags"]
     if out.is_terminal:
         total = store.count(status=status, list_name=list_name, tags=tags or [], search=search)
+        shown = min(total, limit) if limit else total
+        title = f"{total} subscribers" if shown == total else f"{shown} of {total} subscribers"
         console = out.out
-        if total > console.height - 6:
-            with console.pager():
-                out.table(columns, rows, title=f"{total} subscribers")
+        if shown > console.height - 6:  # more than a screen: page it, as git does
+            with console.pager(styles=True):
+                out.table(columns, rows, title=title)
             return
-        out.table(columns, rows, title=f"{total} subscribers")
+        out.table(columns, rows, title=title)
     else:
         out.table(columns, rows)
 
