@@ -76,7 +76,6 @@ CREATE TABLE deliveries (
     UNIQUE (campaign_id, subscriber_id)
 );
 CREATE INDEX deliveries_todo ON deliveries (campaign_id, status, seq);
-CREATE INDEX deliveries_attempted ON deliveries (attempted_at);
 """
 
 # (name, SQL script). The position in this list is the schema version.
