@@ -17,7 +17,7 @@ import pytest
 from mailer.clock import FakeClock
 from mailer.errors import InputError
 from mailer.schedule import local_time_text, parse_local_time
-from tests.conftest import REPO, Mailer
+from tests.conftest import REPO
 
 SPECIALS = REPO / "examples" / "december-specials.md"
 NEWS = REPO / "examples" / "monthly-news.md"
@@ -30,7 +30,7 @@ def point_at(home: Path, server, **smtp) -> None:
     settings = {"host": server.host, "port": server.port, "security": "none", **smtp}
     for key, value in settings.items():
         rendered = json.dumps(value)
-        text = re.sub(rf"(?m)^{key} = .*?(\s+#.*)?$", lambda m: f"{key} = {rendered}{m.group(1) or ''}", text, count=1)
+        text = re.sub(rf"(?m)^{key} = .*?(\s+#.*)?$", lambda m, key=key, rendered=rendered: f"{key} = {rendered}{m.group(1) or ''}", text, count=1)
     (home / "mailer.toml").write_text(text)
 
 

@@ -71,7 +71,6 @@ class ImportSummary:
         }
 
 
-CAMPAIGN_STATUSES = ("draft", "scheduled", "sending", "paused", "done", "cancelled")
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped", "unknown")
 
 

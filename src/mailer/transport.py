@@ -294,7 +294,6 @@ class DryRunTransport:
         self.folder = Path(folder)
         self.description = str(self.folder)
         self._smtputf8 = smtputf8
-        self.written = 0
         self._fresh = False
 
     @property
@@ -312,7 +311,6 @@ class DryRunTransport:
         name = _UNSAFE_FILE_CHARS.sub("_", envelope.recipient).lstrip(".")
         path = self.folder / f"{envelope.seq}-{name}.eml"
         path.write_bytes(data)
-        self.written += 1
         return Reply(250, f"written to {path}")
 
     def close(self) -> None:

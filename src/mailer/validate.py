@@ -316,8 +316,3 @@ class RowParser:
             unsubscribed_at=unsub_at,
             unsubscribed_reason=unsub_reason,
         )
-
-
-def parse_row(cells: Sequence[str], columns: ColumnMap, line: int, defaults: RowDefaults) -> Subscriber | Reject:
-    """Turn one CSV record into a Subscriber, or a Reject that says what is wrong."""
-    return RowParser(columns, defaults)(line, cells)

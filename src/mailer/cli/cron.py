@@ -50,7 +50,7 @@ def run_due(
             lock.acquire()
     except LockedError as exc:
         log.write("locked", message=exc.message)
-        raise typer.Exit(int(ExitCode.LOCKED))  # quietly: the running one does the work
+        raise typer.Exit(int(ExitCode.LOCKED)) from None  # quietly: the running one does the work
     code = ExitCode.OK
     summaries: list[str] = []
     document: dict = {"dry_run": dry_run, "campaigns": [], "late": []}

@@ -15,7 +15,6 @@ from ..errors import ExitCode, InputError, MailerError
 from ..lock import WorkspaceLock
 from ..models import Campaign
 from ..runlog import RunLog, loggable
-from ..send import Event
 from ..store import Store
 from . import AppState, app, state
 from .output import Output
