@@ -141,3 +141,11 @@ def test_what_a_reply_means(reply, meaning):
     from mailer.send import classify
 
     assert classify(reply) == meaning
+
+
+def test_dot_stuffing_and_line_ends():
+    from mailer.transport import dot_stuff
+
+    assert dot_stuff(b"a\r\n.b\r\n..c\r\n") == b"a\r\n..b\r\n...c\r\n"
+    assert dot_stuff(b".x\nb\n.y") == b"..x\r\nb\r\n..y\r\n"  # bare LF becomes CRLF
+    assert dot_stuff(b"abc") == b"abc\r\n"
