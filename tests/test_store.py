@@ -182,3 +182,12 @@ def test_filters(store):
     # a list name that is a prefix of another must not match it
     assert store.count(list_name="new") == 0
     assert store.status_counts() == {"active": 2, "unsubscribed": 1, "bounced": 0, "erased": 0}
+
+
+def test_an_erased_persons_id_is_never_given_again(store):
+    store.add(sub("first@example.com"), SECRET, NOW)
+    store.add(sub("last@example.com"), SECRET, NOW)
+    old_id = store.get("last@example.com").id
+    store.erase("last@example.com", SECRET, "asked", NOW)
+    store.add(sub("newcomer@example.com"), SECRET, NOW)
+    assert store.get("newcomer@example.com").id > old_id  # old unsubscribe links name old_id

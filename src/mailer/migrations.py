@@ -9,7 +9,9 @@ CREATE TABLE meta (
 );
 
 CREATE TABLE subscribers (
-    id                  INTEGER PRIMARY KEY,
+    -- AUTOINCREMENT: an id is never given again, so an old unsubscribe link (it names the
+    -- id) can never reach someone added after an erasure.
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     email               TEXT NOT NULL,              -- normalised: what we send to
     email_key           TEXT NOT NULL UNIQUE,       -- lower-cased normalised: one person
     email_entered       TEXT NOT NULL DEFAULT '',   -- as it stood in the file
