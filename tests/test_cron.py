@@ -297,3 +297,18 @@ def test_an_erased_person_leaves_no_address_in_the_database_or_the_logs(mailer, 
             assert b"patient001" not in path.read_bytes(), path
     log = (mailer.home / "logs" / "mailer.log").read_text()
     assert '"event": "retry"' in log and '"event": "reconnect"' in log
+
+
+def test_the_log_is_rotated_and_keeps_whole_lines(tmp_path, clock, monkeypatch):
+    from mailer import runlog
+
+    monkeypatch.setattr(runlog, "MAX_BYTES", 2_000)
+    log = runlog.RunLog(tmp_path / "logs" / "mailer.log", clock, "run-due")
+    for i in range(200):
+        log.write("campaign", campaign=i, note="x" * 40)
+    files = sorted(p.name for p in (tmp_path / "logs").iterdir())
+    assert files == ["mailer.log"] + [f"mailer.log.{i}" for i in range(1, runlog.BACKUPS + 1)]
+    for path in (tmp_path / "logs").iterdir():
+        assert path.stat().st_size <= 2_000
+        assert all(json.loads(line)["event"] == "campaign" for line in path.read_text().splitlines())
+    assert runlog.last_event(tmp_path / "logs" / "mailer.log", "campaign")["campaign"] == 199
