@@ -276,7 +276,13 @@ def _text_block(node: SyntaxTreeNode) -> str:
         sep = "\n" if t == "list_item" and _tight(node) else "\n\n"
         return sep.join(x for x in (_text_block(c) for c in node.children) if x)
     if t == "paragraph" or t == "inline":
-        return _text_inline(node.children[0] if t == "paragraph" else node)
+        text = _text_inline(node.children[0] if t == "paragraph" else node)
+        # Lines the author broke by hand (a line break, <br>) stay; the rest is refilled to
+        # 72 columns, as a person writes a plain-text email. Links and words are never cut.
+        return "\n".join(
+            textwrap.fill(line, 72, break_long_words=False, break_on_hyphens=False) if len(line) > 72 else line
+            for line in text.split("\n")
+        )
     if t == "heading":
         text = _text_inline(node.children[0])
         if node.tag in ("h1", "h2"):
@@ -326,7 +332,9 @@ def _text_inline(node: SyntaxTreeNode) -> str:
         skip_break = False
         if t == "text" or t == "code_inline":
             parts.append(c.content)
-        elif t in ("softbreak", "hardbreak"):
+        elif t == "softbreak":  # a line end in the source is a space in the paragraph
+            parts.append(" ")
+        elif t == "hardbreak":
             parts.append("\n")
         elif t == "strong":
             parts.append("*" + _text_inline(c) + "*")
