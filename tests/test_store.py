@@ -191,3 +191,15 @@ def test_an_erased_persons_id_is_never_given_again(store):
     store.erase("last@example.com", SECRET, "asked", NOW)
     store.add(sub("newcomer@example.com"), SECRET, NOW)
     assert store.get("newcomer@example.com").id > old_id  # old unsubscribe links name old_id
+
+
+def test_two_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "new.db"
+    code = f"from mailer.store import Store; Store.open({str(path)!r}).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE) for _ in range(4)]
+    assert [p.wait(timeout=60) for p in procs] == [0] * 4, [p.stderr.read() for p in procs]
+    with Store.open(path) as s:
+        assert s.applied_migrations() == [name for name, _ in MIGRATIONS]

@@ -60,6 +60,19 @@ def _row_to_subscriber(row: sqlite3.Row | tuple) -> Subscriber:
     )
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, one by one (executescript would commit our transaction)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer
+            buffer = ""
+    if buffer.strip() and sqlite3.complete_statement(buffer + ";"):
+        yield buffer
+
+
 def _row_to_campaign(row: tuple) -> Campaign:
     values = list(row)
     values[10] = _unpack(values[10])
@@ -152,19 +165,18 @@ class Store:
         for version, (name, script) in enumerate(MIGRATIONS, start=1):
             if version <= current:
                 continue
-            try:
-                c.executescript(
-                    "BEGIN IMMEDIATE;\n" + script + "\n;"
-                    f"INSERT INTO schema_migrations (version, name, applied_at) "
-                    f"VALUES ({version}, '{name}', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));\n"
-                    "COMMIT;"
+            with self.transaction():
+                # Looked at again under the write lock: two first runs at once (two cron
+                # jobs on a new workspace) must not both apply the same migration.
+                if self.schema_version() >= version:
+                    continue
+                for statement in _statements(script):
+                    c.execute(statement)
+                c.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) "
+                    "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+                    (version, name),
                 )
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
-            if self.schema_version() > version:  # another process migrated concurrently
-                break
 
     def applied_migrations(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM schema_migrations ORDER BY version")]
