@@ -252,6 +252,7 @@ def test_cron_check_says_what_is_missing(mailer, smtp_server, monkeypatch):
     (mailer.home / "mailer.toml").write_text(text)
     result = mailer("cron", "--check")
     assert result.exit_code == 2 and "address" in result.stderr
+    assert result.stderr.count("[practice] address") == 1  # both templates find it; said once
 
 
 def test_status_shows_list_campaigns_and_last_run(mailer, smtp_server, clock, tmp_path):

@@ -1,4 +1,4 @@
-"""Golden messages: a fixed content file and subscriber render to a stored .eml, byte for byte.
+"""Golden messages: a fixed content file and subscriber render to a stored .eml (*.eml.golden), byte for byte.
 
 Date and Message-ID are fixed by a FakeClock and an injected id source. After an
 intended change to the templates or the renderer, look at the difference, then run
@@ -40,7 +40,7 @@ def test_golden_message(name, config):
     data = renderer.render(SUBSCRIBER).data
     lines_ok(data)
     parse(data)
-    path = GOLDEN / f"{name}.eml"
+    path = GOLDEN / f"{name}.eml.golden"  # an .eml, named so it is never taken for outbox output
     if os.environ.get("MAILER_UPDATE_GOLDEN") == "1":
         path.write_bytes(data)
     assert data == path.read_bytes(), f"{path.name} differs; see the module docstring"

@@ -331,14 +331,17 @@ _PROBE_CONTENT = {
 
 
 def template_problems(ws: Workspace, secret: bytes, clock: Clock) -> list[str]:
-    """Errors the pre-send checks find in the templates in use and the practice details, for each template."""
+    """Errors the pre-send checks find with the templates in use and the practice details.
+
+    Both templates are tried; a problem they share (an empty postal address) is said once.
+    """
     templates = resolve_templates(ws)
-    problems = []
+    problems: list[str] = []
     for name, text in _PROBE_CONTENT.items():
         try:
             checks = run_checks(parse_content(text, f"{name} template check"), templates, ws.config, secret, clock)
+            found = [f"{c.name}: {c.message}" for c in checks if c.level == "error"]
         except MailerError as exc:
-            problems.append(f"{name}: {exc.message}")
-            continue
-        problems += [f"{name} template: {c.name}: {c.message}" for c in checks if c.level == "error"]
+            found = [f"{name}: {exc.message}"]
+        problems += [p for p in found if p not in problems]
     return problems

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC
 from html import unescape
 from html.parser import HTMLParser
 from typing import Mapping
@@ -113,7 +112,7 @@ def run_checks(content: Content, templates: Mapping[str, str], config: Config, s
         add("error", "offers", "A specials message needs at least one offer under 'offers:' in the front matter.")
     if content.template == "news" and content.offers:
         add("warning", "offers", "The news template does not show offers; use template: specials to show them.")
-    today = clock.now().astimezone(_zone(config) if config.sending.timezone else UTC).date()
+    today = clock.now().astimezone(_zone(config)).date()
     for offer in content.offers:
         if offer.valid_until is None:
             continue

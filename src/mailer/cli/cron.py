@@ -153,10 +153,6 @@ def _config_problems(ws: Workspace, env, clock) -> list[str]:
         problems.append(f"[smtp] username is set but ${c.smtp.password_env} (the password) is not set in this environment")
     if not c.sender.from_email:
         problems.append("[sender] from_email is empty")
-    if not c.practice.address:
-        problems.append("[practice] address (the postal address every message must carry) is empty")
-    if not c.practice.name:
-        problems.append("[practice] name is empty")
     if not (c.unsubscribe.mailto or c.sender.from_email):
         problems.append("no unsubscribe address: set [unsubscribe] mailto or [sender] from_email")
     problems += template_problems(ws, ws.secret(), clock)
