@@ -120,7 +120,7 @@ def campaign_for_send(
     content = load_content(path)
     audience_list, tag_names = _audience(content, list_name, tags)
     draft = Campaign(
-        id=0, key="unsaved", name=path.stem, content_path=str(path), content_hash=_hash(content.text),
+        id=0, key=secrets.token_hex(5), name=path.stem, content_path=str(path), content_hash=_hash(content.text),
         content=content.text, templates=json.dumps(resolve_templates(ws), sort_keys=True),
         template=content.template, subject=content.subject, list_name=audience_list, tags=tag_names,
         status="draft", status_reason="", scheduled_at="", created_at=iso(clock.now()), started_at="", finished_at="",
@@ -175,9 +175,9 @@ def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock)
     )
 
 
-def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> list[Check]:
+def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, renderer: Renderer | None = None) -> list[Check]:
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
-    return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock)
+    return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock, renderer)
 
 
 def options_from_config(ws: Workspace, **overrides) -> SendOptions:
@@ -191,6 +191,12 @@ def options_from_config(ws: Workspace, **overrides) -> SendOptions:
     if not 1 <= values["connections"] <= 20:
         raise InputError("--connections must be between 1 and 20.")
     return SendOptions(**values)
+
+
+_STORED_FIELDS = (
+    "key", "name", "content_path", "content_hash", "content", "templates", "template", "subject",
+    "list_name", "tags", "scheduled_at",
+)
 
 
 @dataclass
@@ -207,6 +213,7 @@ class SendJob:
     transport: Transport | None = None
     notes: list[str] = field(default_factory=list)
     result: SendResult = field(default_factory=SendResult)
+    _renderer: Renderer | None = None  # built for the checks, used again to send
 
     @property
     def outbox(self) -> Path:
@@ -217,7 +224,11 @@ class SendJob:
         """The pre-send checks of `mailer check`, on the snapshot that will be sent."""
         self.campaign, notes = refresh_snapshot(None if self.dry_run else self.store, self.ws, self.campaign)
         self.notes += notes
-        return checks_for(self.campaign, self.ws, self.secret, self.clock)
+        try:
+            self._renderer = renderer_for(self.campaign, self.ws, self.secret, self.clock)
+        except MailerError:
+            self._renderer = None  # run_checks meets the same error and reports it as a check
+        return checks_for(self.campaign, self.ws, self.secret, self.clock, self._renderer)
 
     def to_send(self) -> int:
         """How many messages this run has in front of it (before caps)."""
@@ -259,10 +270,9 @@ class SendJob:
             # Settings first: a ConfigError must leave the audience unfixed and the campaign as it was.
             self.check_settings()
             transport = self.transport
-            if not self.campaign.id:  # made from a file just now: stored only once it really goes
-                self.campaign = create_campaign(
-                    self.store, self.ws, self.campaign.content_path, self.clock,
-                    list_name=self.campaign.list_name, tags=self.campaign.tags,
+            if not self.campaign.id:  # made from a file just now: stored only once it really goes,
+                self.campaign = self.store.create_campaign(  # exactly as it was checked
+                    **{k: getattr(self.campaign, k) for k in _STORED_FIELDS}, now=iso(self.clock.now())
                 )
             self.store.fix_audience(self.campaign, iso(self.clock.now()))
             self.campaign = self.store.require_campaign(self.campaign.id)
@@ -271,8 +281,9 @@ class SendJob:
         factory = None
         if not self.dry_run and isinstance(transport, SmtpTransport):
             factory = lambda: SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())  # noqa: E731
+        renderer = self._renderer or renderer_for(self.campaign, self.ws, self.secret, self.clock)
         engine = CampaignSender(
-            log, renderer_for(self.campaign, self.ws, self.secret, self.clock), transport, self.clock,
+            log, renderer, transport, self.clock,
             self.options, sender=sender, transport_factory=factory,
         )
         yield from engine.run()

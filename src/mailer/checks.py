@@ -76,8 +76,14 @@ def _flat(text: str) -> str:
     return " ".join(unescape(text).split())
 
 
-def run_checks(content: Content, templates: Mapping[str, str], config: Config, secret: bytes, clock: Clock) -> list[Check]:
-    """Every pre-send check for content with these templates and settings, in a fixed order."""
+def run_checks(
+    content: Content, templates: Mapping[str, str], config: Config, secret: bytes, clock: Clock,
+    renderer: Renderer | None = None,
+) -> list[Check]:
+    """Every pre-send check for content with these templates and settings, in a fixed order.
+
+    A send passes the Renderer it will use, so the templates are compiled once per run.
+    """
     checks: list[Check] = []
 
     def add(level: str, name: str, message: str) -> None:
@@ -127,7 +133,8 @@ def run_checks(content: Content, templates: Mapping[str, str], config: Config, s
 
     # -- render it, as a subscriber with a name and one without
     try:
-        renderer = Renderer(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
+        if renderer is None:
+            renderer = Renderer(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
         messages = [renderer.render(sample_subscriber(content.template, named=n)) for n in (True, False)]
     except MailerError as exc:
         add("error", "templates", exc.message + (f" ({exc.hint})" if exc.hint else ""))
