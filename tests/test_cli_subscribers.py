@@ -298,3 +298,28 @@ def test_a_line_break_in_a_setting_is_refused_before_it_reaches_a_header(mailer)
     result = mailer("subscribers", "list")
     assert result.exit_code == 2
     assert "[sender] from_name must be one line" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "error, code, says",
+    [
+        (RuntimeError("boom"), 70, "This is a bug in mailer"),
+        (__import__("sqlite3").OperationalError("database or disk is full"), 2, "The disk is full"),
+        (__import__("sqlite3").OperationalError("database is locked"), 4, "another mailer is writing"),
+    ],
+    ids=["bug", "disk-full", "busy"],
+)
+def test_failures_are_one_sentence_never_a_traceback(mailer, tmp_path, monkeypatch, error, code, says):
+    import mailer.cli.subscribers as cli
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cli, "import_file", fail)
+    f = write(tmp_path / "a.csv", "email\nann@example.com\n")
+    result = mailer("import", f)
+    assert result.exit_code == code
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert mailer.json("subscribers", "list") == []
+    if code == 70:  # with --debug an unexpected error shows its traceback
+        assert mailer("--debug", "import", f).exception is error
