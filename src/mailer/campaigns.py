@@ -42,8 +42,7 @@ def _audience(content: Content, list_name: str | None, tags: Iterable[str]) -> t
     return lists[0], tag_names
 
 
-def create_campaign(
-    store: Store,
+def draft_campaign(
     ws: Workspace,
     content_path: str | Path,
     clock: Clock,
@@ -53,25 +52,34 @@ def create_campaign(
     name: str | None = None,
     scheduled_at: str = "",
 ) -> Campaign:
-    """Store a campaign made from a content file, with a snapshot of it and of the templates."""
+    """A campaign made from a content file, with a snapshot of it and of the templates; not stored (id 0)."""
     path = Path(content_path).absolute()
     content = load_content(path)
     audience_list, tag_names = _audience(content, list_name, tags)
-    templates = resolve_templates(ws)
-    return store.create_campaign(
-        key=secrets.token_hex(5),
-        name=name or path.stem,
-        content_path=str(path),
-        content_hash=_hash(content.text),
-        content=content.text,
-        templates=json.dumps(templates, sort_keys=True),
-        template=content.template,
-        subject=content.subject,
-        list_name=audience_list,
-        tags=tag_names,
-        scheduled_at=scheduled_at,
-        now=iso(clock.now()),
+    return Campaign(
+        id=0, key=secrets.token_hex(5), name=name or path.stem, content_path=str(path),
+        content_hash=_hash(content.text), content=content.text,
+        templates=json.dumps(resolve_templates(ws), sort_keys=True), template=content.template,
+        subject=content.subject, list_name=audience_list, tags=tag_names,
+        status="scheduled" if scheduled_at else "draft", status_reason="", scheduled_at=scheduled_at,
+        created_at=iso(clock.now()), started_at="", finished_at="",
     )
+
+
+_STORED_FIELDS = (
+    "key", "name", "content_path", "content_hash", "content", "templates", "template", "subject",
+    "list_name", "tags", "scheduled_at",
+)
+
+
+def store_campaign(store: Store, draft: Campaign, clock: Clock) -> Campaign:
+    """Store a drafted campaign exactly as it is; returns it with its id."""
+    return store.create_campaign(**{k: getattr(draft, k) for k in _STORED_FIELDS}, now=iso(clock.now()))
+
+
+def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock: Clock, **audience) -> Campaign:
+    """`mailer campaign create`: draft a campaign from a content file and store it."""
+    return store_campaign(store, draft_campaign(ws, content_path, clock, **audience), clock)
 
 
 def find_campaign(store: Store, ref: str) -> Campaign:
@@ -117,15 +125,7 @@ def campaign_for_send(
             hint=f"To try its failed deliveries again: `mailer send {last.id} --retry-failed`; to send it to "
             f"everyone once more: `mailer campaign create {ref}`, then send the new campaign.",
         )
-    content = load_content(path)
-    audience_list, tag_names = _audience(content, list_name, tags)
-    draft = Campaign(
-        id=0, key=secrets.token_hex(5), name=path.stem, content_path=str(path), content_hash=_hash(content.text),
-        content=content.text, templates=json.dumps(resolve_templates(ws), sort_keys=True),
-        template=content.template, subject=content.subject, list_name=audience_list, tags=tag_names,
-        status="draft", status_reason="", scheduled_at="", created_at=iso(clock.now()), started_at="", finished_at="",
-    )
-    return draft, []
+    return draft_campaign(ws, path, clock, list_name=list_name, tags=tags), []
 
 
 def refresh_snapshot(store: Store | None, ws: Workspace, campaign: Campaign) -> tuple[Campaign, list[str]]:
@@ -191,12 +191,6 @@ def options_from_config(ws: Workspace, **overrides) -> SendOptions:
     if not 1 <= values["connections"] <= 20:
         raise InputError("--connections must be between 1 and 20.")
     return SendOptions(**values)
-
-
-_STORED_FIELDS = (
-    "key", "name", "content_path", "content_hash", "content", "templates", "template", "subject",
-    "list_name", "tags", "scheduled_at",
-)
 
 
 @dataclass
@@ -271,9 +265,7 @@ class SendJob:
             self.check_settings()
             transport = self.transport
             if not self.campaign.id:  # made from a file just now: stored only once it really goes,
-                self.campaign = self.store.create_campaign(  # exactly as it was checked
-                    **{k: getattr(self.campaign, k) for k in _STORED_FIELDS}, now=iso(self.clock.now())
-                )
+                self.campaign = store_campaign(self.store, self.campaign, self.clock)  # as it was checked
             self.store.fix_audience(self.campaign, iso(self.clock.now()))
             self.campaign = self.store.require_campaign(self.campaign.id)
             log = StoreLog(self.store, self.campaign)
