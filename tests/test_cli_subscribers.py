@@ -323,3 +323,18 @@ def test_failures_are_one_sentence_never_a_traceback(mailer, tmp_path, monkeypat
     assert mailer.json("subscribers", "list") == []
     if code == 70:  # with --debug an unexpected error shows its traceback
         assert mailer("--debug", "import", f).exception is error
+
+
+def test_a_terminal_gets_tables_and_a_pipe_gets_plain_lines(mailer, tmp_path):
+    from typer.testing import CliRunner
+
+    from mailer.cli import AppState
+    from mailer.cli.output import Output
+
+    mailer("import", write(tmp_path / "a.csv", "email,name\nann@example.com,Ann Lee\n"))
+    obj = AppState(home=str(mailer.home), clock=mailer.clock, output=Output(force_terminal=True))
+    on_terminal = CliRunner().invoke(app, ["subscribers", "list"], obj=obj)
+    assert on_terminal.exit_code == 0
+    assert "┃" in on_terminal.stdout and "ann@example.com" in on_terminal.stdout and "\t" not in on_terminal.stdout
+    piped = mailer("subscribers", "list").stdout
+    assert "┃" not in piped and piped.splitlines()[1].startswith("ann@example.com\t")
