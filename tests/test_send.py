@@ -999,7 +999,7 @@ def test_cancelled_campaign_sends_nothing_more(sending):
 def test_campaign_cancelled_while_sending_stops_at_the_next_batch(sending):
     def cancel_during_the_pause(seconds: float) -> None:
         with closing(Store.open(sending.home / "mailer.db")) as store:  # what `campaign cancel` does elsewhere
-            store.update_campaign(1, status="cancelled", finished_at="2026-11-25T15:00:30Z")
+            store.campaigns.cancel(1, "2026-11-25T15:00:30Z")
 
     clock = FakeClock(sending.clock.now(), on_sleep=cancel_during_the_pause)
     result = Mailer(sending.home, clock)("send", sending.content, "--yes", "--batch-size", "10", "--pause", "30")

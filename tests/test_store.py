@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from mailer.errors import StoreError
-from mailer.migrations import MIGRATIONS
+from mailer.store import MIGRATIONS
 from mailer.models import Subscriber
 from mailer.store import Store, address_hash
 
@@ -44,7 +44,7 @@ def test_reopening_applies_nothing_twice(tmp_path):
 
 def test_database_file_is_private(tmp_path):
     with Store.open(tmp_path / "m.db") as s:
-        s.add(sub("a@example.com"), SECRET, NOW)
+        s.subscribers.add(sub("a@example.com"), SECRET, NOW)
         for name in ("m.db", "m.db-wal"):
             path = tmp_path / name
             if path.exists():
@@ -75,17 +75,17 @@ def test_wrong_secret_is_detected(store):
 
 
 def test_addresses_are_one_person_whatever_their_case(store):
-    assert store.add(sub("Pat@Example.com", first_name="Pat"), SECRET, NOW) == "added"
-    assert store.add(sub("pat@example.com"), SECRET, NOW) == "unchanged"
-    assert store.count() == 1
-    assert store.get("pat@example.com").email == "Pat@Example.com"
+    assert store.subscribers.add(sub("Pat@Example.com", first_name="Pat"), SECRET, NOW) == "added"
+    assert store.subscribers.add(sub("pat@example.com"), SECRET, NOW) == "unchanged"
+    assert store.subscribers.count() == 1
+    assert store.subscribers.get("pat@example.com").email == "Pat@Example.com"
 
 
 def test_merge_joins_lists_and_tags_and_keeps_consent_facts(store):
-    store.add(sub("a@example.com", lists=("news",), tags=("vip",), source="website opt-in", optin_ip="10.0.0.1"), SECRET, NOW)
-    outcome = store.add(sub("a@example.com", lists=("specials",), tags=("front desk",), source="other.csv", optin_ip="10.9.9.9"), SECRET, LATER)
+    store.subscribers.add(sub("a@example.com", lists=("news",), tags=("vip",), source="website opt-in", optin_ip="10.0.0.1"), SECRET, NOW)
+    outcome = store.subscribers.add(sub("a@example.com", lists=("specials",), tags=("front desk",), source="other.csv", optin_ip="10.9.9.9"), SECRET, LATER)
     assert outcome == "updated"
-    s = store.get("a@example.com")
+    s = store.subscribers.get("a@example.com")
     assert s.lists == ("news", "specials")
     assert s.tags == ("vip", "front desk")
     assert (s.source, s.optin_ip) == ("website opt-in", "10.0.0.1")
@@ -93,41 +93,41 @@ def test_merge_joins_lists_and_tags_and_keeps_consent_facts(store):
 
 
 def test_empty_names_never_blank_stored_ones(store):
-    store.add(sub("a@example.com", first_name="Ann", last_name="Lee"), SECRET, NOW)
-    assert store.add(sub("a@example.com"), SECRET, LATER) == "unchanged"
-    assert store.get("a@example.com").full_name == "Ann Lee"
+    store.subscribers.add(sub("a@example.com", first_name="Ann", last_name="Lee"), SECRET, NOW)
+    assert store.subscribers.add(sub("a@example.com"), SECRET, LATER) == "unchanged"
+    assert store.subscribers.get("a@example.com").full_name == "Ann Lee"
 
 
 def test_unsubscribed_and_bounced_are_never_brought_back_by_an_import(store):
-    store.add(sub("u@example.com"), SECRET, NOW)
-    store.add(sub("b@example.com"), SECRET, NOW)
-    store.unsubscribe("u@example.com", "asked", NOW)
-    store.unsubscribe("b@example.com", "550 5.1.1", NOW, status="bounced")
-    assert store.add(sub("u@example.com", first_name="New"), SECRET, LATER) == "suppressed"
-    assert store.add(sub("b@example.com"), SECRET, LATER) == "suppressed"
-    assert store.get("u@example.com").status == "unsubscribed"
-    assert store.get("b@example.com").status == "bounced"
-    assert store.resubscribe("u@example.com", LATER)
-    assert store.get("u@example.com").status == "active"
-    assert store.get("u@example.com").unsubscribed_at == ""
+    store.subscribers.add(sub("u@example.com"), SECRET, NOW)
+    store.subscribers.add(sub("b@example.com"), SECRET, NOW)
+    store.subscribers.unsubscribe("u@example.com", "asked", NOW)
+    store.subscribers.unsubscribe("b@example.com", "550 5.1.1", NOW, status="bounced")
+    assert store.subscribers.add(sub("u@example.com", first_name="New"), SECRET, LATER) == "suppressed"
+    assert store.subscribers.add(sub("b@example.com"), SECRET, LATER) == "suppressed"
+    assert store.subscribers.get("u@example.com").status == "unsubscribed"
+    assert store.subscribers.get("b@example.com").status == "bounced"
+    assert store.subscribers.resubscribe("u@example.com", LATER)
+    assert store.subscribers.get("u@example.com").status == "active"
+    assert store.subscribers.get("u@example.com").unsubscribed_at == ""
 
 
 def test_a_later_bounce_does_not_overwrite_an_unsubscribe(store):
-    store.add(sub("u@example.com"), SECRET, NOW)
-    store.unsubscribe("u@example.com", "asked", NOW)
-    assert not store.unsubscribe("u@example.com", "550", LATER, status="bounced")
-    assert store.get("u@example.com").unsubscribed_reason == "asked"
+    store.subscribers.add(sub("u@example.com"), SECRET, NOW)
+    store.subscribers.unsubscribe("u@example.com", "asked", NOW)
+    assert not store.subscribers.unsubscribe("u@example.com", "550", LATER, status="bounced")
+    assert store.subscribers.get("u@example.com").unsubscribed_reason == "asked"
 
 
 def test_erase_leaves_only_a_keyed_hash(tmp_path):
     path = tmp_path / "m.db"
     with Store.open(path) as store:
-        store.add(sub("secret.person@example.com", first_name="Zebedee"), SECRET, NOW)
-        store.add(sub("other@example.com"), SECRET, NOW)
-        assert store.erase("secret.person@example.com", SECRET, "asked", LATER)
-        assert store.get("secret.person@example.com") is None
-        assert store.is_erased(SECRET, "secret.person@example.com")
-        assert store.add(sub("Secret.Person@example.com"), SECRET, LATER) == "suppressed"
+        store.subscribers.add(sub("secret.person@example.com", first_name="Zebedee"), SECRET, NOW)
+        store.subscribers.add(sub("other@example.com"), SECRET, NOW)
+        assert store.subscribers.erase("secret.person@example.com", SECRET, "asked", LATER)
+        assert store.subscribers.get("secret.person@example.com") is None
+        assert store.subscribers.is_erased(SECRET, "secret.person@example.com")
+        assert store.subscribers.add(sub("Secret.Person@example.com"), SECRET, LATER) == "suppressed"
         hashes = [r[0] for r in store.conn.execute("SELECT hash FROM suppressions")]
         assert hashes == [address_hash(SECRET, "secret.person@example.com")]
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("m.db"))
@@ -136,12 +136,12 @@ def test_erase_leaves_only_a_keyed_hash(tmp_path):
 
 
 def test_erasing_an_unknown_address_still_keeps_it_out(store):
-    assert store.erase("never@example.com", SECRET, "asked", NOW) is False
-    assert store.add(sub("never@example.com"), SECRET, NOW) == "suppressed"
+    assert store.subscribers.erase("never@example.com", SECRET, "asked", NOW) is False
+    assert store.subscribers.add(sub("never@example.com"), SECRET, NOW) == "suppressed"
 
 
 def test_import_is_all_or_nothing(store):
-    store.add(sub("first@example.com"), SECRET, NOW)
+    store.subscribers.add(sub("first@example.com"), SECRET, NOW)
 
     def rows():
         yield sub("a@example.com")
@@ -149,48 +149,48 @@ def test_import_is_all_or_nothing(store):
         raise OSError("disk full")
 
     with pytest.raises(OSError):
-        store.import_subscribers(rows(), SECRET, NOW)
-    assert [s.email for s in store.subscribers()] == ["first@example.com"]
+        store.subscribers.import_rows(rows(), SECRET, NOW)
+    assert [s.email for s in store.subscribers.stream()] == ["first@example.com"]
 
 
 def test_import_counts_duplicates_within_the_file(store):
-    summary = store.import_subscribers(
+    summary = store.subscribers.import_rows(
         [sub("a@example.com"), sub("A@EXAMPLE.com"), sub("b@example.com")], SECRET, NOW
     )
     assert (summary.read, summary.added, summary.duplicates) == (3, 2, 1)
     # a second import of the same rows: nothing changes, and the same duplicate is found
-    again = store.import_subscribers([sub("a@example.com"), sub("A@EXAMPLE.com"), sub("b@example.com")], SECRET, LATER)
+    again = store.subscribers.import_rows([sub("a@example.com"), sub("A@EXAMPLE.com"), sub("b@example.com")], SECRET, LATER)
     assert (again.added, again.unchanged, again.duplicates) == (0, 2, 1)
 
 
 def test_dry_run_import_reports_the_same_and_writes_nothing(store):
     rows = [sub("a@example.com"), sub("b@example.com")]
-    dry = store.import_subscribers(rows, SECRET, NOW, commit=False)
+    dry = store.subscribers.import_rows(rows, SECRET, NOW, commit=False)
     assert dry.added == 2
-    assert store.count() == 0
+    assert store.subscribers.count() == 0
 
 
 def test_filters(store):
-    store.add(sub("a@example.com", lists=("news",), tags=("vip",), first_name="Ann"), SECRET, NOW)
-    store.add(sub("b@example.com", lists=("specials",)), SECRET, NOW)
-    store.add(sub("c@example.com"), SECRET, NOW)
-    store.unsubscribe("c@example.com", "x", NOW)
-    assert [s.email for s in store.subscribers(list_name="news")] == ["a@example.com", "c@example.com"]
-    assert [s.email for s in store.subscribers(status="active", list_name="news")] == ["a@example.com"]
-    assert [s.email for s in store.subscribers(tags=["vip"])] == ["a@example.com"]
-    assert [s.email for s in store.subscribers(search="ANN")] == ["a@example.com"]
+    store.subscribers.add(sub("a@example.com", lists=("news",), tags=("vip",), first_name="Ann"), SECRET, NOW)
+    store.subscribers.add(sub("b@example.com", lists=("specials",)), SECRET, NOW)
+    store.subscribers.add(sub("c@example.com"), SECRET, NOW)
+    store.subscribers.unsubscribe("c@example.com", "x", NOW)
+    assert [s.email for s in store.subscribers.stream(list_name="news")] == ["a@example.com", "c@example.com"]
+    assert [s.email for s in store.subscribers.stream(status="active", list_name="news")] == ["a@example.com"]
+    assert [s.email for s in store.subscribers.stream(tags=["vip"])] == ["a@example.com"]
+    assert [s.email for s in store.subscribers.stream(search="ANN")] == ["a@example.com"]
     # a list name that is a prefix of another must not match it
-    assert store.count(list_name="new") == 0
-    assert store.status_counts() == {"active": 2, "unsubscribed": 1, "bounced": 0, "erased": 0}
+    assert store.subscribers.count(list_name="new") == 0
+    assert store.subscribers.status_counts() == {"active": 2, "unsubscribed": 1, "bounced": 0, "erased": 0}
 
 
 def test_an_erased_persons_id_is_never_given_again(store):
-    store.add(sub("first@example.com"), SECRET, NOW)
-    store.add(sub("last@example.com"), SECRET, NOW)
-    old_id = store.get("last@example.com").id
-    store.erase("last@example.com", SECRET, "asked", NOW)
-    store.add(sub("newcomer@example.com"), SECRET, NOW)
-    assert store.get("newcomer@example.com").id > old_id  # old unsubscribe links name old_id
+    store.subscribers.add(sub("first@example.com"), SECRET, NOW)
+    store.subscribers.add(sub("last@example.com"), SECRET, NOW)
+    old_id = store.subscribers.get("last@example.com").id
+    store.subscribers.erase("last@example.com", SECRET, "asked", NOW)
+    store.subscribers.add(sub("newcomer@example.com"), SECRET, NOW)
+    assert store.subscribers.get("newcomer@example.com").id > old_id  # old unsubscribe links name old_id
 
 
 def test_two_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):

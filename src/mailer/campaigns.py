@@ -1,7 +1,6 @@
-"""Campaigns: content + templates snapshot + audience, and a send job that runs one.
+"""Campaigns: a content file + a templates snapshot + an audience; what is due and when.
 
-The CLI calls these; they never print. A send job goes: pre-send checks -> fix the
-audience (once) -> the engine (send.py) over a transport -> the campaign's new status.
+The CLI calls these; they never print. Running one is `runner.run_campaign`.
 """
 
 from __future__ import annotations
@@ -9,21 +8,20 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from .checks import Check, run_checks
 from .clock import Clock, iso, parse_iso
 from .config import Workspace
 from .content import Content, load_content, parse_content
-from .errors import ConfigError, InputError, MailerError, NotFound
+from .errors import InputError, MailerError, NotFound
+from .lifecycle import CampaignStatus
 from .models import Campaign
 from .render import Renderer, resolve_templates
-from .send import AudienceLog, CampaignSender, Event, SendOptions, SendResult, StoreLog
 from .store import Store
-from .transport import DryRunTransport, SmtpTransport, Transport
 from .validate import InvalidValue, parse_lists, parse_tags
 
 
@@ -61,20 +59,15 @@ def draft_campaign(
         content_hash=_hash(content.text), content=content.text,
         templates=json.dumps(resolve_templates(ws), sort_keys=True), template=content.template,
         subject=content.subject, list_name=audience_list, tags=tag_names,
-        status="scheduled" if scheduled_at else "draft", status_reason="", scheduled_at=scheduled_at,
+        status=CampaignStatus.SCHEDULED if scheduled_at else CampaignStatus.DRAFT, status_reason="",
+        scheduled_at=scheduled_at,
         created_at=iso(clock.now()), started_at="", finished_at="",
     )
 
 
-_STORED_FIELDS = (
-    "key", "name", "content_path", "content_hash", "content", "templates", "template", "subject",
-    "list_name", "tags", "scheduled_at",
-)
-
-
 def store_campaign(store: Store, draft: Campaign, clock: Clock) -> Campaign:
     """Store a drafted campaign exactly as it is; returns it with its id."""
-    return store.create_campaign(**{k: getattr(draft, k) for k in _STORED_FIELDS}, now=iso(clock.now()))
+    return store.campaigns.create(draft, iso(clock.now()))
 
 
 def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock: Clock, **audience) -> Campaign:
@@ -86,7 +79,7 @@ def find_campaign(store: Store, ref: str) -> Campaign:
     """A campaign by its id (`3`)."""
     if not ref.strip().isdigit():
         raise InputError(f"{ref!r} is not a campaign id.", hint="See `mailer campaign list`.")
-    return store.require_campaign(int(ref))
+    return store.campaigns.require(int(ref))
 
 
 def campaign_for_send(
@@ -101,7 +94,7 @@ def campaign_for_send(
     """What `mailer send REF` means: a campaign id, or a content file.
 
     For a file: the unfinished campaign made from it if there is one, else a new one,
-    not yet stored (id 0: `SendJob.run` stores it when sending really starts, and a
+    not yet stored (id 0: `run_campaign` stores it when sending really starts, and a
     dry-run never does); a finished one is never sent again this way. Returns the
     campaign and warnings.
     """
@@ -110,7 +103,7 @@ def campaign_for_send(
     path = Path(ref).absolute()
     if not path.is_file():
         raise NotFound(f"{ref} is neither a campaign id nor a content file.", hint="See `mailer campaign list`.")
-    made = store.campaigns(content_path=str(path))
+    made = store.campaigns.list(content_path=str(path))
     unfinished = [c for c in made if not c.finished]
     if unfinished:
         campaign = unfinished[-1]
@@ -138,8 +131,7 @@ def refresh_snapshot(store: Store | None, ws: Workspace, campaign: Campaign) -> 
     current = None
     if path is not None and path.is_file():
         current = load_content(path)
-    started = campaign.status not in ("draft", "scheduled")
-    if started:
+    if campaign.started:
         if current is not None and _hash(current.text) != campaign.content_hash:
             notes.append(
                 f"{path.name} has changed since campaign {campaign.id} started; the copy taken then is what is sent."
@@ -155,19 +147,12 @@ def refresh_snapshot(store: Store | None, ws: Workspace, campaign: Campaign) -> 
             subject=content.subject, template=content.template,
         )
         if store is not None and campaign.id:
-            store.update_snapshot(campaign)
+            store.campaigns.update_snapshot(campaign)
     return campaign, notes
 
 
-def sender_address(ws: Workspace) -> str:
-    """MAIL FROM: [smtp] envelope_from, else [sender] from_email."""
-    address = ws.config.smtp.envelope_from or ws.config.sender.from_email
-    if not address:
-        raise ConfigError("No sender address: fill in [sender] from_email in mailer.toml.")
-    return address
-
-
 def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> Renderer:
+    """The campaign's snapshot compiled once, ready to render a message per subscriber."""
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
     return Renderer(
         content, json.loads(campaign.templates), ws.config, secret,
@@ -176,120 +161,9 @@ def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock)
 
 
 def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, renderer: Renderer | None = None) -> list[Check]:
+    """The pre-send checks of `mailer check`, on the campaign's snapshot."""
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
     return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock, renderer)
-
-
-def options_from_config(ws: Workspace, **overrides) -> SendOptions:
-    """[sending] in mailer.toml, with command-line options (those not None) on top."""
-    s = ws.config.sending
-    values = dict(batch_size=s.batch_size, pause=s.pause, rate=s.rate, per_day=s.per_day, timezone=s.timezone,
-                  connections=s.connections)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if values["batch_size"] < 1:
-        raise InputError("--batch-size must be at least 1.")
-    if not 1 <= values["connections"] <= 20:
-        raise InputError("--connections must be between 1 and 20.")
-    return SendOptions(**values)
-
-
-@dataclass
-class SendJob:
-    """One run of one campaign: real (SMTP, delivery log) or dry-run (.eml files, nothing stored)."""
-
-    store: Store
-    ws: Workspace
-    campaign: Campaign
-    clock: Clock
-    options: SendOptions
-    secret: bytes
-    dry_run: bool = False
-    transport: Transport | None = None
-    notes: list[str] = field(default_factory=list)
-    result: SendResult = field(default_factory=SendResult)
-    _renderer: Renderer | None = None  # built for the checks, used again to send
-
-    @property
-    def outbox(self) -> Path:
-        slug = f"{self.campaign.id}-{self.campaign.name}" if self.campaign.id else self.campaign.name
-        return self.ws.outbox_dir / slug
-
-    def checks(self) -> list[Check]:
-        """The pre-send checks of `mailer check`, on the snapshot that will be sent."""
-        self.campaign, notes = refresh_snapshot(None if self.dry_run else self.store, self.ws, self.campaign)
-        self.notes += notes
-        try:
-            self._renderer = renderer_for(self.campaign, self.ws, self.secret, self.clock)
-        except MailerError:
-            self._renderer = None  # run_checks meets the same error and reports it as a check
-        return checks_for(self.campaign, self.ws, self.secret, self.clock, self._renderer)
-
-    def to_send(self) -> int:
-        """How many messages this run has in front of it (before caps)."""
-        if self.campaign.status in ("draft", "scheduled"):
-            return self.store.audience_count(self.campaign.list_name, self.campaign.tags)
-        return self.store.delivery_counts(self.campaign.id)["pending"]
-
-    def prepare(self, *, retry_failed: bool = False, retry_unknown: bool = False) -> None:
-        """Refuse what must not be sent; requeue what the user asked to retry (real runs only)."""
-        c = self.campaign
-        if c.status == "cancelled":
-            raise InputError(f"Campaign {c.id} was cancelled; it sends nothing more.")
-        if self.dry_run:
-            return
-        now = iso(self.clock.now())
-        self.store.mark_interrupted(now)
-        if retry_failed:
-            self.store.requeue(c.id, "failed", now)
-        if retry_unknown:
-            self.store.requeue(c.id, "unknown", now)
-        if c.status in ("paused", "done") and self.store.delivery_counts(c.id)["pending"]:
-            self.campaign = self.store.update_campaign(c.id, status="sending", status_reason="", finished_at="")
-
-    def check_settings(self) -> None:
-        """The sender and SMTP settings a real send needs (ConfigError, exit 2, before anything changes)."""
-        sender_address(self.ws)
-        if not self.dry_run and self.transport is None:
-            self.transport = SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())
-
-    def run(self) -> Iterator[Event]:
-        """Send (or write) the messages, yielding progress; the outcome is in `result`."""
-        log: StoreLog | AudienceLog
-        sender = sender_address(self.ws)
-        if self.dry_run:
-            log = AudienceLog(self.store, self.campaign)
-            transport = self.transport or DryRunTransport(self.outbox)
-            transport.open()  # empties the folder even when nothing is left to write
-        else:
-            # Settings first: a ConfigError must leave the audience unfixed and the campaign as it was.
-            self.check_settings()
-            transport = self.transport
-            if not self.campaign.id:  # made from a file just now: stored only once it really goes,
-                self.campaign = store_campaign(self.store, self.campaign, self.clock)  # as it was checked
-            self.store.fix_audience(self.campaign, iso(self.clock.now()))
-            self.campaign = self.store.require_campaign(self.campaign.id)
-            log = StoreLog(self.store, self.campaign)
-        self.transport = transport
-        factory = None
-        if not self.dry_run and isinstance(transport, SmtpTransport):
-            factory = lambda: SmtpTransport(self.ws.config.smtp, self.ws.smtp_password())  # noqa: E731
-        renderer = self._renderer or renderer_for(self.campaign, self.ws, self.secret, self.clock)
-        engine = CampaignSender(
-            log, renderer, transport, self.clock,
-            self.options, sender=sender, transport_factory=factory,
-        )
-        yield from engine.run()
-        self.result = engine.result
-        if not self.dry_run:
-            self._finish()
-
-    def _finish(self) -> None:
-        counts = self.store.delivery_counts(self.campaign.id)
-        c = self.store.require_campaign(self.campaign.id)
-        if c.status == "sending" and counts["pending"] == 0 and counts["sending"] == 0:
-            self.campaign = self.store.update_campaign(c.id, status="done", finished_at=iso(self.clock.now()))
-        else:
-            self.campaign = c
 
 
 def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tuple[list[Campaign], list[Campaign]]:
@@ -300,9 +174,9 @@ def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tup
     max_lateness hours ago (the machine was off); each is returned once, then marked.
     """
     started, scheduled, late = [], [], []
-    for c in store.campaigns(statuses=("scheduled", "sending")):
-        if c.status == "sending":
-            if store.delivery_counts(c.id)["pending"]:
+    for c in store.campaigns.list(statuses=(CampaignStatus.SCHEDULED, CampaignStatus.SENDING)):
+        if c.status == CampaignStatus.SENDING:
+            if store.deliveries.counts(c.id)["pending"]:
                 started.append(c)
             continue
         if c.status_reason or not c.scheduled_at:
@@ -316,10 +190,9 @@ def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tup
             scheduled.append(c)
     scheduled.sort(key=lambda c: (c.scheduled_at, c.id))
     for c in late:
-        store.update_campaign(
+        store.campaigns.mark_late(
             c.id,
-            status_reason=f"missed its time ({c.scheduled_at}) by more than {max_lateness_hours:g} hours; "
-            f"not sent automatically",
+            f"missed its time ({c.scheduled_at}) by more than {max_lateness_hours:g} hours; not sent automatically",
         )
     return started + scheduled, late
 

@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of the product contract (PRODUCT.md)."""
+    """The documented exit codes (README, "Exit codes")."""
 
     OK = 0
     PARTIAL = 1  # done, but some recipients or rows failed
@@ -40,6 +40,20 @@ class ConfigError(MailerError):
 
 class StoreError(MailerError):
     """The database cannot be opened or is not one this version understands."""
+
+
+class DiskFull(StoreError):
+    """The disk is full (or failing), so a write could not be finished."""
+
+
+class Busy(StoreError):
+    """Another process kept the database busy for longer than we wait."""
+
+    exit_code = ExitCode.LOCKED
+
+
+class Corrupt(StoreError):
+    """The database file is damaged or is not a mailer database."""
 
 
 class NotFound(MailerError):

@@ -70,7 +70,7 @@ def import_file(
     with open_csv(path, encoding=encoding) as csv_file:
         header = csv_file.columns.header
         with _rejects_writer(Path(rejects_path) if rejects_path else None, header) as on_reject:
-            summary = store.import_subscribers(
+            summary = store.subscribers.import_rows(
                 records(csv_file, defaults), secret, now, commit=commit, on_reject=on_reject
             )
     summary.detected = describe(csv_file)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STATUSES = ("active", "unsubscribed", "bounced")
+from .lifecycle import CampaignStatus, DeliveryStatus, SubscriberStatus
+
+STATUSES = tuple(SubscriberStatus)
 DEFAULT_LISTS = ("news", "specials")
 
 
@@ -17,7 +19,7 @@ class Subscriber:
     email_entered: str = ""  # as it stood in the file or on the command line
     first_name: str = ""
     last_name: str = ""
-    status: str = "active"
+    status: SubscriberStatus = SubscriberStatus.ACTIVE
     lists: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     source: str = ""
@@ -71,7 +73,7 @@ class ImportSummary:
         }
 
 
-DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "bounced", "skipped", "unknown")
+DELIVERY_STATUSES = tuple(DeliveryStatus)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Campaign:
     subject: str
     list_name: str
     tags: tuple[str, ...]
-    status: str
+    status: CampaignStatus
     status_reason: str
     scheduled_at: str
     created_at: str
@@ -98,7 +100,12 @@ class Campaign:
 
     @property
     def finished(self) -> bool:
-        return self.status in ("done", "cancelled")
+        return self.status in (CampaignStatus.DONE, CampaignStatus.CANCELLED)
+
+    @property
+    def started(self) -> bool:
+        """Its audience is fixed and its snapshot is what goes out."""
+        return self.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
 
 
 @dataclass(frozen=True)
@@ -110,10 +117,21 @@ class Delivery:
     subscriber_id: int | None
     seq: int
     email: str
-    status: str
+    status: DeliveryStatus
     attempts: int
     reply: str
     message_id: str
     updated_at: str
     attempted_at: str
     sent_at: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message: the engine's result, committed to the delivery log."""
+
+    delivery: Delivery
+    status: DeliveryStatus
+    reply: str  # the server's reply, or why it was not sent
+    time: str  # UTC ISO, when it was decided
+    bounce: bool = False  # the address does not exist: the subscriber is suppressed too

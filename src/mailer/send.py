@@ -20,10 +20,13 @@ from typing import Callable, Iterator, Protocol
 
 from .clock import Clock, iso
 from .errors import MailerError, SmtpError
+from .lifecycle import CampaignStatus, DeliveryStatus, SubscriberStatus
+from .models import DELIVERY_STATUSES, Campaign, Delivery, Outcome, Subscriber
 from .schedule import workspace_timezone
-from .models import DELIVERY_STATUSES, Campaign, Delivery, Subscriber
 from .store import Store
 from .transport import ConnectionLost, Envelope, FateUnknown, Reply, Transport, envelope_address
+
+D = DeliveryStatus
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Event:
     kind: str  # "delivery" | "retry" | "reconnect" | "pause" | "stop"
     message: str = ""
     delivery: Delivery | None = None
-    status: str = ""
+    status: DeliveryStatus | None = None
 
 
 @dataclass
@@ -58,17 +61,23 @@ class SendResult:
     paused: bool = False  # the campaign was paused (policy refusal)
     quota_left: bool = False  # stopped by --limit or the daily cap: the rest waits for the next run
     server_lost: bool = False  # the server went away and could not be reached again
-    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DELIVERY_STATUSES, 0))
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys((str(s) for s in DELIVERY_STATUSES), 0))
 
 
 class DeliveryLog(Protocol):
-    """Where the engine reads its work and writes what happened (safe to share between threads)."""
+    """Where the engine reads its work and writes what happened (safe to share between threads).
+
+    Each method is one transition of the delivery lifecycle (mailer.lifecycle).
+    """
 
     def next_batch(self, limit: int) -> list[Delivery]: ...
     def still_sending(self) -> bool: ...
     def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]: ...
-    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: tuple | None = None) -> None: ...
-    def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None: ...
+    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: Outcome | None = None) -> None: ...
+    def record(self, outcome: Outcome) -> None: ...
+    def skip(self, delivery: Delivery, status: DeliveryStatus, reason: str, now: str) -> None: ...
+    def release(self, delivery: Delivery, reason: str, now: str) -> None: ...
+    def mark_unknown(self, delivery: Delivery, reason: str, now: str) -> None: ...
     def attempted_since(self, since: str) -> int: ...
     def retried(self, delivery: Delivery, now: str) -> None: ...
     def pause(self, reason: str) -> None: ...
@@ -85,6 +94,7 @@ class StoreLog:
     """
 
     def __init__(self, store: Store, campaign: Campaign):
+        self.deliveries = store.deliveries
         self.store = store
         self.campaign = campaign
         self.lock = threading.RLock()
@@ -94,7 +104,7 @@ class StoreLog:
         with self.lock:
             if not self.still_sending():
                 return []
-            batch = self.store.pending_deliveries(self.campaign.id, min(limit, FETCH), self._cursor)
+            batch = self.deliveries.pending(self.campaign.id, min(limit, FETCH), self._cursor)
             if batch:
                 self._cursor = batch[-1].seq
             return batch
@@ -102,34 +112,43 @@ class StoreLog:
     def still_sending(self) -> bool:
         """False once someone else has cancelled or paused the campaign while we were sending."""
         with self.lock:
-            return self.store.require_campaign(self.campaign.id).status not in ("cancelled", "paused")
+            return self.store.campaigns.require(self.campaign.id).status == CampaignStatus.SENDING
 
     def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]:
         with self.lock:
-            return self.store.subscribers_by_id([d.subscriber_id for d in batch if d.subscriber_id is not None])
+            return self.store.subscribers.by_ids([d.subscriber_id for d in batch if d.subscriber_id is not None])
 
-    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: tuple | None = None) -> None:
+    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: Outcome | None = None) -> None:
         with self.lock:
-            if finish is not None:
-                done, status, reply, when, bounce = finish
-                finish = (done.id, status, reply, when, bounce)
-            self.store.mark_sending(delivery.id, message_id, now, finish=finish)
+            self.deliveries.mark_sending(delivery.id, message_id, now, finish=finish)
 
-    def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None:
+    def record(self, outcome: Outcome) -> None:
         with self.lock:
-            self.store.record(delivery.id, status, reply, now, bounce_subscriber=bounce)
+            self.deliveries.record_outcome(outcome)
+
+    def skip(self, delivery: Delivery, status: DeliveryStatus, reason: str, now: str) -> None:
+        with self.lock:
+            self.deliveries.skip(delivery.id, status, reason, now)
+
+    def release(self, delivery: Delivery, reason: str, now: str) -> None:
+        with self.lock:
+            self.deliveries.release(delivery.id, reason, now)
+
+    def mark_unknown(self, delivery: Delivery, reason: str, now: str) -> None:
+        with self.lock:
+            self.deliveries.mark_unknown(delivery.id, reason, now)
 
     def attempted_since(self, since: str) -> int:
         with self.lock:
-            return self.store.attempted_since(since)
+            return self.deliveries.attempted_since(since)
 
     def retried(self, delivery: Delivery, now: str) -> None:
         with self.lock:
-            self.store.count_attempt(delivery.id, now)
+            self.deliveries.count_attempt(delivery.id, now)
 
     def pause(self, reason: str) -> None:
         with self.lock:
-            self.store.update_campaign(self.campaign.id, status="paused", status_reason=reason)
+            self.store.campaigns.pause(self.campaign.id, reason)
 
 
 class AudienceLog:
@@ -141,16 +160,22 @@ class AudienceLog:
     def __init__(self, store: Store, campaign: Campaign):
         self.store = store
         self.campaign = campaign
-        if campaign.status in ("draft", "scheduled"):
+        self._source: Iterator[Delivery]
+        if not campaign.started:
             self._source = self._from_audience()
         else:  # a started campaign: what a real send would do now
-            self._source = (d for d in store.deliveries(campaign.id, ["pending"]))
-        self.recorded: dict[int, str] = {}
+            self._source = store.deliveries.of_campaign(campaign.id, [D.PENDING])
+        self.recorded: dict[int, DeliveryStatus] = {}
 
     def _from_audience(self) -> Iterator[Delivery]:
-        subs = self.store.subscribers(status="active", list_name=self.campaign.list_name, tags=self.campaign.tags)
+        subs = self.store.subscribers.stream(
+            status=SubscriberStatus.ACTIVE, list_name=self.campaign.list_name, tags=self.campaign.tags
+        )
         for seq, s in enumerate(subs, start=1):
-            yield Delivery(seq, self.campaign.id, s.id, seq, s.email, "pending", 0, "", "", "", "", "")
+            yield Delivery(
+                id=seq, campaign_id=self.campaign.id, subscriber_id=s.id, seq=seq, email=s.email, status=D.PENDING,
+                attempts=0, reply="", message_id="", updated_at="", attempted_at="", sent_at="",
+            )
 
     def next_batch(self, limit: int) -> list[Delivery]:
         batch = []
@@ -164,17 +189,26 @@ class AudienceLog:
         return True
 
     def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]:
-        return self.store.subscribers_by_id([d.subscriber_id for d in batch if d.subscriber_id is not None])
+        return self.store.subscribers.by_ids([d.subscriber_id for d in batch if d.subscriber_id is not None])
 
-    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: tuple | None = None) -> None:
+    def mark_sending(self, delivery: Delivery, message_id: str, now: str, finish: Outcome | None = None) -> None:
         if finish is not None:
-            self.record(*finish)
+            self.record(finish)
 
-    def record(self, delivery: Delivery, status: str, reply: str, now: str, bounce: bool = False) -> None:
+    def record(self, outcome: Outcome) -> None:
+        self.recorded[outcome.delivery.seq] = outcome.status
+
+    def skip(self, delivery: Delivery, status: DeliveryStatus, reason: str, now: str) -> None:
         self.recorded[delivery.seq] = status
 
+    def release(self, delivery: Delivery, reason: str, now: str) -> None:
+        self.recorded[delivery.seq] = D.PENDING
+
+    def mark_unknown(self, delivery: Delivery, reason: str, now: str) -> None:
+        self.recorded[delivery.seq] = D.UNKNOWN
+
     def attempted_since(self, since: str) -> int:
-        return self.store.attempted_since(since)
+        return self.store.deliveries.attempted_since(since)
 
     def retried(self, delivery: Delivery, now: str) -> None:
         pass
@@ -324,7 +358,7 @@ class _Connection:
         self.options = sender.options
         self._connected = False
         self._in_batch = 0
-        self._finish_later: tuple | None = None  # the last reply, committed with the next mark
+        self._finish_later: Outcome | None = None  # the last reply, committed with the next mark
 
     # -- small pieces -------------------------------------------------------------------
 
@@ -342,7 +376,7 @@ class _Connection:
             for k, v in flags.items():
                 setattr(r, k, v)
 
-    def _count(self, status: str) -> None:
+    def _count(self, status: DeliveryStatus) -> None:
         with self.shared.lock:
             self.shared.result.outcomes[status] += 1
 
@@ -360,9 +394,8 @@ class _Connection:
     def _flush(self) -> None:
         """Commit the last reply now (before waiting, stopping or leaving)."""
         if self._finish_later is not None:
-            delivery, status, reply, now, bounce = self._finish_later
-            self._finish_later = None
-            self.log.record(delivery, status, reply, now, bounce)
+            outcome, self._finish_later = self._finish_later, None
+            self.log.record(outcome)
 
     def _sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -458,14 +491,14 @@ class _Connection:
         subs = self.log.subscribers(batch)
         for delivery in batch:
             sub = subs.get(delivery.subscriber_id) if delivery.subscriber_id is not None else None
-            if sub is not None and sub.status == "active":
+            if sub is not None and sub.status == SubscriberStatus.ACTIVE:
                 yield delivery, sub, None
                 continue
             why = "erased" if sub is None else sub.status
             self._flush()
-            self.log.record(delivery, "skipped", f"{why} after the audience was fixed", self._now())
-            self._count("skipped")
-            yield delivery, None, Event("delivery", f"{delivery.email}: skipped ({why})", delivery, "skipped")
+            self.log.skip(delivery, D.SKIPPED, f"{why} after the audience was fixed", self._now())
+            self._count(D.SKIPPED)
+            yield delivery, None, Event("delivery", f"{delivery.email}: skipped ({why})", delivery, D.SKIPPED)
 
     def _deliver(self, delivery: Delivery, sub: Subscriber) -> Iterator[Event]:
         self._connect()  # SmtpError (cannot reach or log in) ends the run: exit 3, nothing marked
@@ -473,17 +506,17 @@ class _Connection:
         if needs_utf8 and not self.transport.smtputf8:
             reply = "needs-smtputf8: the address has non-ASCII characters before the @ and the server does not offer SMTPUTF8"
             self._flush()
-            self.log.record(delivery, "failed", reply, self._now())
-            self._count("failed")
-            yield Event("delivery", f"{sub.email}: needs-smtputf8", delivery, "failed")
+            self.log.skip(delivery, D.FAILED, reply, self._now())
+            self._count(D.FAILED)
+            yield Event("delivery", f"{sub.email}: needs-smtputf8", delivery, D.FAILED)
             return
         try:
             message = self.s.renderer.render(sub)
         except MailerError as exc:  # this subscriber's data cannot make a message; the rest can
             self._flush()
-            self.log.record(delivery, "failed", f"cannot be rendered: {exc.message}", self._now())
-            self._count("failed")
-            yield Event("delivery", f"{sub.email}: failed ({exc.message})", delivery, "failed")
+            self.log.skip(delivery, D.FAILED, f"cannot be rendered: {exc.message}", self._now())
+            self._count(D.FAILED)
+            yield Event("delivery", f"{sub.email}: failed ({exc.message})", delivery, D.FAILED)
             self._failure(Reply(0, exc.message))
             return
         envelope = Envelope(self.s.sender, recipient, needs_utf8, delivery.seq)
@@ -503,14 +536,14 @@ class _Connection:
             except FateUnknown as exc:
                 self._connected = False
                 self._flush()
-                self.log.record(delivery, "unknown", f"{exc}; not sent again (--retry-unknown sends it)", self._now())
-                self._count("unknown")
+                self.log.mark_unknown(delivery, f"{exc}; not sent again (--retry-unknown sends it)", self._now())
+                self._count(D.UNKNOWN)
                 self._stop(
                     f"The SMTP server fell silent after receiving the message to {sub.email} ({exc}); "
                     "it may have been accepted, so it is not sent again. The rest is left pending for the next run.",
                     server_lost=True,
                 )
-                yield Event("stop", self.shared.result.stopped, delivery, "unknown")
+                yield Event("stop", self.shared.result.stopped, delivery, D.UNKNOWN)
                 return
             except ConnectionLost as exc:
                 self._connected = False
@@ -545,40 +578,40 @@ class _Connection:
                     self._wait_for_rate()  # a try again is one more message for the provider's limits
                     self.log.retried(delivery, self._now())
                     continue
-                self._finish(delivery, "pending", str(reply))
-                yield Event("delivery", f"{sub.email}: {reply} (left for the next run)", delivery, "pending")
+                self._finish(delivery, D.PENDING, str(reply))
+                yield Event("delivery", f"{sub.email}: {reply} (left for the next run)", delivery, D.PENDING)
                 self._failure(reply)
                 return
             if kind == "auth":
-                self.log.record(delivery, "pending", str(reply), self._now())
+                self.log.release(delivery, str(reply), self._now())
                 raise SmtpError(f"The SMTP server asks for a login: {reply}.", hint="Check [smtp] username and password.")
             if kind == "policy":
-                self.log.record(delivery, "pending", str(reply), self._now())
+                self.log.release(delivery, str(reply), self._now())
                 reason = f"the server refused the message as a matter of policy ({reply})"
                 self.log.pause(reason)
                 self._stop(f"Campaign paused: {reason}. Nobody was marked bounced.", paused=True)
-                yield Event("stop", self.shared.result.stopped, delivery, "pending")
+                yield Event("stop", self.shared.result.stopped, delivery, D.PENDING)
                 return
-            status = {"sent": "sent", "bounced": "bounced", "failed": "failed"}[kind]
-            self._finish(delivery, status, str(reply), bounce=status == "bounced")
-            yield Event("delivery", f"{sub.email}: {status}" + ("" if status == "sent" else f" ({reply})"), delivery, status)
-            if status == "sent":
+            status = DeliveryStatus(kind)
+            self._finish(delivery, status, str(reply), bounce=status == D.BOUNCED)
+            yield Event("delivery", f"{sub.email}: {status}" + ("" if status == D.SENT else f" ({reply})"), delivery, status)
+            if status == D.SENT:
                 self._success()
             else:
                 self._failure(reply)
             return
 
-    def _finish(self, delivery: Delivery, status: str, reply: str, bounce: bool = False) -> None:
+    def _finish(self, delivery: Delivery, status: DeliveryStatus, reply: str, bounce: bool = False) -> None:
         # Committed together with the next message's 'sending' mark (one disk sync for
         # both), or by _flush before any wait; a crash in between leaves it 'unknown'.
         self._flush()
-        self._finish_later = (delivery, status, reply, self._now(), bounce)
+        self._finish_later = Outcome(delivery, status, reply, self._now(), bounce)
         self._count(status)
 
     def _give_up(self, delivery: Delivery, why: str) -> Iterator[Event]:
         # Not confirmed by the server: back to pending, to be sent again by the next run.
         self._flush()
-        self.log.record(delivery, "pending", why, self._now())
-        self._count("pending")
+        self.log.release(delivery, why, self._now())
+        self._count(D.PENDING)
         self._stop(f"The SMTP server went away: {why}. The rest is left pending for the next run.", server_lost=True)
         yield Event("stop", self.shared.result.stopped)

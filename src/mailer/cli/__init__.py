@@ -19,7 +19,7 @@ from .. import __version__
 from ..clock import Clock, SystemClock, iso
 from ..config import Workspace, open_workspace
 from ..errors import ExitCode, MailerError, StoreError
-from ..store import Store
+from ..store import Store, translate_error
 from .output import Output
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -88,21 +88,12 @@ class MailerGroup(TyperGroup):
         except KeyboardInterrupt:
             _output(ctx).error("Interrupted; nothing was left half-done.")
             raise typer.Exit(130) from None
-        except sqlite3.OperationalError as exc:
-            text = str(exc).lower()
-            if "disk is full" in text or "disk i/o" in text:
-                _output(ctx).error("The disk is full (or failing), so nothing was changed.", "Free some space and run it again.")
-                raise typer.Exit(int(ExitCode.USAGE)) from None
-            if "locked" in text or "busy" in text:
-                _output(ctx).error(
-                    "The database stayed busy for 30 seconds (another mailer is writing to it), so nothing was changed.",
-                    "Run it again when the other one has finished.",
-                )
-                raise typer.Exit(int(ExitCode.LOCKED)) from None
+        except sqlite3.Error as exc:  # one the store did not meet inside a transaction
             if _debug(ctx):
                 raise
-            _output(ctx).error(f"The database failed: {exc}.", "Run again with --debug and report what it prints.")
-            raise typer.Exit(int(ExitCode.INTERNAL)) from None
+            error = translate_error(exc)
+            _output(ctx).error(error.message, error.hint)
+            raise typer.Exit(int(error.exit_code)) from None
         except BrokenPipeError:
             # `mailer export | head`: the reader went away; that is not our failure.
             sys.stdout = open(os.devnull, "w")

@@ -9,13 +9,13 @@ import typer
 
 from ..campaigns import create_campaign, find_campaign
 from ..errors import InputError
+from ..lifecycle import CampaignStatus
 from ..models import Campaign
 from ..schedule import local_time_text, parse_local_time
 from . import state, sub_app
+from .options import JsonOpt
 
 campaign_app = sub_app("campaign", "Create, list, show, schedule and cancel campaigns.")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 AtOpt = Annotated[
     Optional[str],
     typer.Option("--at", help='When to send, in the workspace time zone: "2026-12-01 09:00".'),
@@ -31,7 +31,7 @@ def campaign_json(c: Campaign, counts: dict[str, int], timezone: str) -> dict:
         "template": c.template,
         "list": c.list_name,
         "tags": list(c.tags),
-        "status": c.status,
+        "status": str(c.status),
         "status_reason": c.status_reason,
         "scheduled_at": c.scheduled_at,
         "scheduled_local": local_time_text(c.scheduled_at, timezone) if c.scheduled_at else "",
@@ -69,7 +69,7 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     st = state(ctx)
     store = st.store()
     tz = st.workspace().config.sending.timezone
-    rows = [(c, store.delivery_counts(c.id)) for c in store.campaigns()]
+    rows = [(c, store.deliveries.counts(c.id)) for c in store.campaigns.list()]
     if as_json:
         st.output.json([campaign_json(c, n, tz) for c, n in rows])
         return
@@ -90,7 +90,7 @@ def show(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campa
     st = state(ctx)
     store = st.store()
     c = find_campaign(store, campaign)
-    doc = campaign_json(c, store.delivery_counts(c.id), st.workspace().config.sending.timezone)
+    doc = campaign_json(c, store.deliveries.counts(c.id), st.workspace().config.sending.timezone)
     if as_json:
         st.output.json(doc)
         return
@@ -105,10 +105,10 @@ def cancel(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Cam
     st = state(ctx)
     store = st.store()
     c = find_campaign(store, campaign)
-    if c.status == "done":
+    if c.status == CampaignStatus.DONE:
         raise InputError(f"Campaign {c.id} has already been sent to everyone; there is nothing to cancel.")
-    if c.status != "cancelled":
-        store.update_campaign(c.id, status="cancelled", finished_at=st.now())
+    if c.status != CampaignStatus.CANCELLED:
+        store.campaigns.cancel(c.id, st.now())
     st.output.info(f"Campaign {c.id} cancelled.")
 
 
@@ -124,10 +124,10 @@ def schedule(
     store = st.store()
     ws = st.workspace()
     c = find_campaign(store, campaign)
-    if c.status not in ("draft", "scheduled"):
+    if c.started or c.finished:
         raise InputError(f"Campaign {c.id} is {c.status}; only a campaign that has not started can be scheduled.")
     when = parse_local_time(at, ws.config.sending.timezone, st.clock, allow_past=now)
-    store.update_campaign(c.id, status="scheduled", scheduled_at=when, status_reason="")
+    store.campaigns.schedule(c.id, when)
     st.output.info(f"Campaign {c.id} scheduled for {local_time_text(when, ws.config.sending.timezone)}.")
 
 
@@ -137,7 +137,7 @@ def unschedule(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help=
     st = state(ctx)
     store = st.store()
     c = find_campaign(store, campaign)
-    if c.status != "scheduled":
+    if c.status != CampaignStatus.SCHEDULED:
         raise InputError(f"Campaign {c.id} is {c.status}, not scheduled.")
-    store.update_campaign(c.id, status="draft", scheduled_at="")
+    store.campaigns.unschedule(c.id)
     st.output.info(f"Campaign {c.id} is no longer scheduled.")

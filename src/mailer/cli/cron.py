@@ -6,22 +6,48 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Iterator, Mapping
 
 import typer
 
-from ..campaigns import SendJob, due_campaigns, options_from_config, template_problems
+from ..campaigns import due_campaigns, template_problems
+from ..checks import Check
+from ..clock import Clock
 from ..config import Workspace
 from ..errors import ExitCode, LockedError, MailerError, SmtpError
+from ..lifecycle import CampaignStatus
 from ..lock import WorkspaceLock
-from ..runlog import RunLog, last_event, loggable
+from ..readiness import sending_problems
+from ..runlog import RunLog, last_event
+from ..runner import ChecksFailed, SendPlan, campaign_report, options_from_config, run_campaign
 from ..schedule import local_time_text
+from ..send import Event
 from . import AppState, app, state
-from .send import report_document, show_checks
+from .options import BatchSizeOpt, JsonOpt, PauseOpt, PerDayOpt, RateOpt
+from .send import show_checks
 
 
 def _log(st: AppState, command: str) -> RunLog:
     return RunLog(st.workspace().logs_dir / "mailer.log", st.clock, command)
+
+
+class CronObserver:
+    """A run as cron sees it: silent unless --verbose; never asks."""
+
+    def __init__(self, st: AppState, verbose: bool):
+        self.out = st.output
+        self.verbose = verbose
+
+    def checked(self, checks: list[Check], notes: list[str]) -> None:
+        pass  # errors come back as ChecksFailed; warnings are for a person at `mailer check`
+
+    def confirm(self, plan: SendPlan) -> bool:
+        return True  # scheduling the campaign was the confirmation
+
+    def progress(self, events: Iterator[Event], total: int) -> None:
+        for event in events:
+            if self.verbose and event.kind in ("retry", "reconnect", "stop"):
+                self.out.info(event.message)
 
 
 @app.command("run-due")
@@ -29,11 +55,11 @@ def run_due(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be sent (writes .eml files); send nothing.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print a short summary when work was done.")] = False,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Messages per connection.", min=1)] = None,
-    pause: Annotated[Optional[float], typer.Option("--pause", help="Seconds between batches.", min=0)] = None,
-    rate: Annotated[Optional[float], typer.Option("--rate", help="At most this many messages a minute.", min=0)] = None,
-    per_day: Annotated[Optional[int], typer.Option("--per-day", help="At most this many messages a day.", min=0)] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as one JSON document (always).")] = False,
+    batch_size: BatchSizeOpt = None,
+    pause: PauseOpt = None,
+    rate: RateOpt = None,
+    per_day: PerDayOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """For cron: send every campaign whose time has come, and what daily caps left pending.
 
@@ -54,10 +80,11 @@ def run_due(
     code = ExitCode.OK
     summaries: list[str] = []
     document: dict = {"dry_run": dry_run, "campaigns": [], "late": []}
+    observer = CronObserver(st, verbose)
     try:
         store = st.store()
         if not dry_run:
-            interrupted = store.mark_interrupted(st.now())
+            interrupted = store.deliveries.mark_interrupted(st.now())
             if interrupted:
                 out.warn(
                     f"{interrupted} message(s) were being handed over when an earlier run stopped; whether they "
@@ -75,49 +102,40 @@ def run_due(
             log.write("late", campaign=c.id, scheduled_at=c.scheduled_at)
             document["late"].append({"campaign": c.id, "name": c.name, "scheduled_at": c.scheduled_at})
             code = max(code, ExitCode.PARTIAL)
+        options = options_from_config(ws, batch_size=batch_size, pause=pause, rate=rate, per_day=per_day)
         for c in due:
-            options = options_from_config(ws, batch_size=batch_size, pause=pause, rate=rate, per_day=per_day)
-            job = SendJob(store, ws, c, st.clock, options, ws.secret(), dry_run=dry_run)
             try:
-                job.prepare()
-                checks = job.checks()
-                if any(ch.level == "error" for ch in checks):
-                    show_checks(out, [ch for ch in checks if ch.level == "error"])
-                    out.error(f"Campaign {c.id} ({c.name}) was not sent: its pre-send checks failed.")
-                    log.write("checks-failed", campaign=c.id, errors=[ch.message for ch in checks if ch.level == "error"])
-                    code = max(code, ExitCode.USAGE)
-                    continue
-                for event in job.run():
-                    if event.kind in ("retry", "reconnect", "stop"):
-                        log.write(event.kind, **loggable(event, c.id))
-                        if verbose:
-                            out.info(event.message)
+                report = run_campaign(store, ws, c, st.clock, options, ws.secret(), environ=st.env,
+                                      dry_run=dry_run, observer=observer, log=log)
+            except ChecksFailed as exc:
+                errors = [ch for ch in exc.checks if ch.level == "error"]
+                show_checks(out, errors)
+                out.error(f"Campaign {c.id} ({c.name}) was not sent: its pre-send checks failed.")
+                log.write("checks-failed", campaign=c.id, errors=[ch.message for ch in errors])
+                code = max(code, ExitCode.USAGE)
+                continue
             except SmtpError as exc:
                 log.write("smtp-error", campaign=c.id, message=exc.message)
                 out.error(f"Campaign {c.id} ({c.name}): {exc.message}", exc.hint)
                 code = ExitCode.SMTP
                 break
-            r = job.result
+            r = report.result
             figures = {k: v for k, v in r.outcomes.items() if v}
-            log.write("campaign", campaign=c.id, dry_run=dry_run, handed_over=r.handed_over, outcomes=figures, stopped=r.stopped)
-            document["campaigns"].append(
-                {"campaign": c.id, "name": c.name, "handed_over": r.handed_over, **r.outcomes, "stopped": r.stopped}
-            )
+            document["campaigns"].append(report.document())
             summaries.append(
                 f"campaign {c.id} ({c.name}): "
-                + (f"would send {r.outcomes['sent']} (in {job.outbox})" if dry_run else
+                + (f"would send {r.outcomes['sent']} (in {report.outbox})" if dry_run else
                    ", ".join(f"{n} {k}" for k, n in figures.items()) or "nothing to send")
                 + (f"; {r.stopped}" if r.stopped else "")
             )
-            if r.paused or r.server_lost or (r.stopped and not r.quota_left):
-                out.error(f"Campaign {c.id} ({c.name}): {r.stopped}")
-                code = max(code, ExitCode.PARTIAL)
-            elif r.outcomes["failed"] or r.outcomes["bounced"] or r.outcomes["pending"]:
+            if report.problem:
+                out.error(f"Campaign {c.id} ({c.name}): {report.problem}")
+            elif report.exit_code:
                 out.error(
                     f"Campaign {c.id} ({c.name}): {r.outcomes['failed']} failed, {r.outcomes['bounced']} bounced, "
                     f"{r.outcomes['pending']} left for the next run; see `mailer report {c.id}`."
                 )
-                code = max(code, ExitCode.PARTIAL)
+            code = max(code, report.exit_code)
             if r.quota_left:
                 break  # the daily cap is the account's: later campaigns wait too
         if as_json:
@@ -144,18 +162,9 @@ def _mailer_executable() -> str:
     return str(candidate) if candidate.exists() else f"{sys.executable} -m mailer"
 
 
-def _config_problems(ws: Workspace, env, clock) -> list[str]:
-    c = ws.config
-    problems = []
-    if not c.smtp.host:
-        problems.append("[smtp] host is empty")
-    if c.smtp.username and not env.get(c.smtp.password_env):
-        problems.append(f"[smtp] username is set but ${c.smtp.password_env} (the password) is not set in this environment")
-    if not c.sender.from_email:
-        problems.append("[sender] from_email is empty")
-    if not (c.unsubscribe.mailto or c.sender.from_email):
-        problems.append("no unsubscribe address: set [unsubscribe] mailto or [sender] from_email")
-    problems += template_problems(ws, ws.secret(), clock)
+def _config_problems(ws: Workspace, env: Mapping[str, str], clock: Clock) -> list[str]:
+    problems = [p.message for p in sending_problems(ws.config, env) if p.is_error]
+    problems += [p for p in template_problems(ws, ws.secret(), clock) if not any(p.endswith(q) for q in problems)]
     return problems
 
 
@@ -191,27 +200,28 @@ def cron(
 @app.command()
 def status(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """One screen: the list, the campaigns, what is pending, and how the last run went."""
     st = state(ctx)
     ws = st.workspace()
     store = st.store()
     tz = ws.config.sending.timezone
-    campaigns = store.campaigns()
-    counts = {c.id: store.delivery_counts(c.id) for c in campaigns}
+    campaigns = store.campaigns.list()
+    counts = {c.id: store.deliveries.counts(c.id) for c in campaigns}
     doc = {
         "workspace": str(ws.home),
-        "subscribers": store.status_counts(),
-        "lists": {name: store.count(status="active", list_name=name) for name in ("news", "specials")},
+        "subscribers": store.subscribers.status_counts(),
+        "lists": {name: store.subscribers.audience_count(name, ()) for name in ("news", "specials")},
         "scheduled": [
             {"id": c.id, "name": c.name, "at": local_time_text(c.scheduled_at, tz), "note": c.status_reason}
-            for c in campaigns if c.status == "scheduled"
+            for c in campaigns if c.status == CampaignStatus.SCHEDULED
         ],
         "running": [
-            {**report_document(store, c, failures=False)} for c in campaigns if c.status in ("sending", "paused")
+            campaign_report(store, c, failures=False)
+            for c in campaigns if c.status in (CampaignStatus.SENDING, CampaignStatus.PAUSED)
         ],
-        "finished": sum(1 for c in campaigns if c.status == "done"),
+        "finished": sum(1 for c in campaigns if c.status == CampaignStatus.DONE),
         "pending": sum(n["pending"] for n in counts.values()),
         "unknown": sum(n["unknown"] for n in counts.values()),
         "last_run": last_event(ws.logs_dir / "mailer.log"),

@@ -17,8 +17,8 @@ from ..render import Renderer, resolve_templates, sample_subscriber, templates_i
 from ..tokens import verify_token
 from ..validate import InvalidValue, normalise_email
 from . import app, state, sub_app
+from .options import JsonOpt
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 ContentArg = Annotated[Path, typer.Argument(help="The content file: Markdown with front matter (see examples/).")]
 
 
@@ -53,7 +53,7 @@ def preview(
             key = normalise_email(to)[1]
         except InvalidValue as exc:
             raise NotFound(f"{to!r} is not an email address: {exc}") from None
-        subscriber = st.store().require(key)
+        subscriber = st.store().subscribers.require(key)
     else:
         subscriber = sample_subscriber(list_name)
     renderer = Renderer(
@@ -138,12 +138,12 @@ def unsubscribe(
     ws = st.workspace()
     info = verify_token(ws.secret(), token)
     store = st.store()
-    sub = store.get_by_id(info.subscriber_id)
+    sub = store.subscribers.get_by_id(info.subscriber_id)
     if sub is None:
         result = {"subscriber": None, "list": info.list_name, "issued": info.issued.isoformat(), "changed": False}
         message = "The person this token was made for is no longer on the list (erased); nothing to do."
     else:
-        changed = store.unsubscribe(sub.email_key, reason=f"unsubscribe link ({info.list_name})", now=st.now())
+        changed = store.subscribers.unsubscribe(sub.email_key, reason=f"unsubscribe link ({info.list_name})", now=st.now())
         result = {"subscriber": sub.email, "list": info.list_name, "issued": info.issued.isoformat(), "changed": changed}
         message = f"{sub.email}: {'unsubscribed' if changed else 'was already unsubscribed'}"
     if as_json:

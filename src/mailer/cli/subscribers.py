@@ -19,12 +19,12 @@ from ..models import STATUSES, ImportSummary, Subscriber
 from ..store import Store
 from ..validate import InvalidValue, RowDefaults, check_text, normalise_email, parse_lists, parse_tags
 from . import AppState, app, state, sub_app
+from .options import JsonOpt
 
 ListOpt = Annotated[
     Optional[list[str]], typer.Option("--list", "-l", help="List to join (news, specials); repeatable. Default: both.")
 ]
 TagOpt = Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="Tag to add; repeatable.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
 def _defaults(lists, tags, source, file_name: str, check_dns: bool) -> RowDefaults:
@@ -95,7 +95,7 @@ def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check
     store = _analysis_store(st) if dry_run else st.store()
     defaults = _defaults(lists, tags, source, "stdin" if str(file) == "-" else Path(file).name, check_dns)
     # An in-memory store has no erased addresses, so it needs no key (and we create no secret.key).
-    secret = ws.secret() if store.path != ":memory:" else bytes(32)
+    secret = bytes(32) if store.in_memory else ws.secret()
     with _readable(file) as path:
         summary = import_file(
             store, secret, path, defaults, st.now(),
@@ -168,7 +168,7 @@ def export(
     store = st.store()
     rows = (
         export_row(s)
-        for s in store.subscribers(status=_check_status(status), list_name=list_name, tags=tags or [])
+        for s in store.subscribers.stream(status=_check_status(status), list_name=list_name, tags=tags or [])
     )
     if output is None:
         n = write_csv(sys.stdout, EXPORT_COLUMNS, rows)
@@ -213,7 +213,7 @@ def list_(
     """List subscribers (paged on a terminal)."""
     st = state(ctx)
     store = st.store()
-    subs: Iterator[Subscriber] = store.subscribers(
+    subs: Iterator[Subscriber] = store.subscribers.stream(
         status=_check_status(status), list_name=list_name, tags=tags or [], search=search, limit=limit
     )
     out = st.output
@@ -223,7 +223,7 @@ def list_(
     rows = ([s.email, s.full_name, s.status, ",".join(s.lists), ",".join(s.tags)] for s in subs)
     columns = ["email", "name", "status", "lists", "tags"]
     if out.is_terminal:
-        total = store.count(status=status, list_name=list_name, tags=tags or [], search=search)
+        total = store.subscribers.count(status=status, list_name=list_name, tags=tags or [], search=search)
         shown = min(total, limit) if limit else total
         title = f"{total} subscribers" if shown == total else f"{shown} of {total} subscribers"
         console = out.out
@@ -240,7 +240,7 @@ def list_(
 def show(ctx: typer.Context, email: str, as_json: JsonOpt = False) -> None:
     """Everything stored about one subscriber."""
     st = state(ctx)
-    sub = st.store().require(_key(email))
+    sub = st.store().subscribers.require(_key(email))
     if as_json:
         st.output.json(_subscriber_json(sub))
         return
@@ -271,7 +271,7 @@ def add(
         )
     except InvalidValue as exc:
         raise InputError(f"{email!r}: {exc}") from None
-    outcome = store.add(sub, st.workspace().secret(), st.now())
+    outcome = store.subscribers.add(sub, st.workspace().secret(), st.now())
     if outcome == "suppressed":
         raise InputError(
             f"{address} has unsubscribed, bounced or been erased, so it is not added back.",
@@ -288,7 +288,7 @@ def unsubscribe(
 ) -> None:
     """Stop mailing someone; they stay on record so no import brings them back."""
     st = state(ctx)
-    changed = st.store().unsubscribe(_key(email), check_text(reason, "reason"), st.now())
+    changed = st.store().subscribers.unsubscribe(_key(email), check_text(reason, "reason"), st.now())
     st.output.info(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
 
 
@@ -296,7 +296,7 @@ def unsubscribe(
 def resubscribe(ctx: typer.Context, email: str) -> None:
     """Make an unsubscribed or bounced person active again (only when they asked)."""
     st = state(ctx)
-    changed = st.store().resubscribe(_key(email), st.now())
+    changed = st.store().subscribers.resubscribe(_key(email), st.now())
     st.output.info(f"{email}: {'active again' if changed else 'was already active'}")
 
 
@@ -316,7 +316,7 @@ def erase(
             raise InputError("erase needs --yes when there is no terminal to confirm on.")
         if not typer.confirm(f"Erase everything about {email}? This cannot be undone", default=False):
             raise typer.Exit(int(ExitCode.USAGE))
-    existed = store.erase(key, st.workspace().secret(), check_text(reason, "reason"), st.now())
+    existed = store.subscribers.erase(key, st.workspace().secret(), check_text(reason, "reason"), st.now())
     if not existed:
         st.output.info(f"{email} was not on the list; it is now suppressed so it can never be added.")
     else:

@@ -1,0 +1,84 @@
+"""Can we send? The settings every message and every real send need, decided in one place.
+
+`sending_problems` serves `mailer check`, `mailer send`, `mailer run-due` and
+`mailer cron --check`: each problem names the mailer.toml key it is about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .config import Config
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing in the settings that stops (error) or weakens (warning) a send."""
+
+    level: str  # "error" | "warning"
+    key: str  # the mailer.toml key, e.g. "[smtp] host"
+    message: str  # one sentence
+    hint: str = ""
+
+    @property
+    def is_error(self) -> bool:
+        return self.level == "error"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _error(key: str, message: str, hint: str = "") -> Problem:
+    return Problem("error", key, message, hint)
+
+
+def _warning(key: str, message: str, hint: str = "") -> Problem:
+    return Problem("warning", key, message, hint)
+
+
+def message_problems(config: Config) -> list[Problem]:
+    """What every message needs, dry-run or not: who it is from, and the law's footer."""
+    p, s, u = config.practice, config.sender, config.unsubscribe
+    problems: list[Problem] = []
+    if not p.name.strip():
+        problems.append(_error("[practice] name", "[practice] name in mailer.toml is empty; the header and footer need it."))
+    if not p.address.strip():
+        problems.append(_error(
+            "[practice] address",
+            "[practice] address in mailer.toml is empty; the law (CAN-SPAM) requires a postal address in every message.",
+        ))
+    if not p.phone.strip():
+        problems.append(_warning("[practice] phone", "[practice] phone in mailer.toml is empty, so the message offers no number to call."))
+    if not s.from_email or "@" not in s.from_email:
+        problems.append(_error(
+            "[sender] from_email",
+            "[sender] from_email in mailer.toml is not set, so the message has no From address.",
+            'Set it, e.g. from_email = "news@your-practice.com".',
+        ))
+    if u.url and not u.url.startswith("https://"):
+        problems.append(_error("[unsubscribe] url", f"[unsubscribe] url in mailer.toml must start with https://, not {u.url!r}."))
+    return problems
+
+
+def transport_problems(config: Config, environ: Mapping[str, str]) -> list[Problem]:
+    """What a real send over SMTP needs beyond the message: a server and, with a username, its password."""
+    c = config.smtp
+    problems: list[Problem] = []
+    if not c.host:
+        problems.append(_error("[smtp] host", "No SMTP server is set: fill in [smtp] host in mailer.toml."))
+    if c.username and not environ.get(c.password_env):
+        problems.append(_error(
+            "[smtp] password_env",
+            f"[smtp] username is set but the environment variable {c.password_env} holding the password is empty.",
+            f"export {c.password_env}='...' before running mailer (never put it in mailer.toml).",
+        ))
+    return problems
+
+
+def sending_problems(config: Config, environ: Mapping[str, str], *, dry_run: bool = False) -> list[Problem]:
+    """Every settings problem of a send (a dry-run needs no SMTP server or password)."""
+    problems = message_problems(config)
+    if not dry_run:
+        problems += transport_problems(config, environ)
+    return problems

@@ -1,0 +1,310 @@
+"""Running a campaign: the one sequence that `mailer send` and `mailer run-due` both follow.
+
+    recover what a crash left 'sending' -> requeue what a person asked to retry
+    -> take the snapshot again (before the start only) -> pre-send checks
+    -> settings -> confirm (a person, or --yes) -> start (fix the audience, once)
+    -> the engine over a transport -> finish -> a RunReport (figures, exit code)
+
+Every status change goes through the store's transitions (mailer.lifecycle); the
+caller only shows things, through a RunObserver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+from .campaigns import checks_for, refresh_snapshot, renderer_for, store_campaign
+from .checks import Check
+from .clock import Clock, iso
+from .config import Workspace
+from .errors import ExitCode, InputError, MailerError
+from .lifecycle import CampaignStatus, DeliveryStatus
+from .models import Campaign
+from .readiness import sending_problems
+from .runlog import RunLog, loggable
+from .send import AudienceLog, CampaignSender, DeliveryLog, Event, SendOptions, SendResult, StoreLog
+from .store import Store
+from .transport import DryRunTransport, SmtpTransport, Transport
+
+C, D = CampaignStatus, DeliveryStatus
+
+
+def options_from_config(ws: Workspace, **overrides: Any) -> SendOptions:
+    """[sending] in mailer.toml, with command-line options (those not None) on top."""
+    s = ws.config.sending
+    values: dict[str, Any] = dict(batch_size=s.batch_size, pause=s.pause, rate=s.rate, per_day=s.per_day,
+                                  timezone=s.timezone, connections=s.connections)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values["batch_size"] < 1:
+        raise InputError("--batch-size must be at least 1.")
+    if not 1 <= values["connections"] <= 20:
+        raise InputError("--connections must be between 1 and 20.")
+    return SendOptions(**values)
+
+
+def sender_address(ws: Workspace) -> str:
+    """MAIL FROM: [smtp] envelope_from, else [sender] from_email."""
+    return ws.config.smtp.envelope_from or ws.config.sender.from_email
+
+
+class ChecksFailed(InputError):
+    """The pre-send checks (or the settings) found errors: nothing was sent or changed."""
+
+    def __init__(self, message: str, checks: list[Check], hint: str | None = None):
+        super().__init__(message, hint)
+        self.checks = checks
+
+
+class Declined(MailerError):
+    """The person answered no at the question before sending."""
+
+
+@dataclass(frozen=True)
+class SendPlan:
+    """What is about to happen, shown before a person confirms."""
+
+    campaign: Campaign
+    to_send: int
+    server: str
+
+
+class RunObserver(Protocol):
+    """How a caller sees a run: the checks, a question before sending, the progress."""
+
+    def checked(self, checks: list[Check], notes: list[str]) -> None:
+        """The pre-send checks and notes (e.g. the file changed), before anything is sent."""
+
+    def confirm(self, plan: SendPlan) -> bool:
+        """Ask before a real send; False stops with nothing sent."""
+
+    def progress(self, events: Iterator[Event], total: int) -> None:
+        """Show the engine's events; must iterate `events` to the end (that is what sends)."""
+
+
+class Quiet:
+    """An observer that shows nothing and never asks (cron, tests, benchmarks)."""
+
+    def checked(self, checks: list[Check], notes: list[str]) -> None:
+        pass
+
+    def confirm(self, plan: SendPlan) -> bool:
+        return True
+
+    def progress(self, events: Iterator[Event], total: int) -> None:
+        for _ in events:
+            pass
+
+
+def campaign_report(store: Store, campaign: Campaign, *, failures: bool = True) -> dict:
+    """A campaign's delivery figures (and, with failures, each recipient not sent and why)."""
+    counts = store.deliveries.counts(campaign.id)
+    doc: dict[str, Any] = {
+        "campaign": campaign.id,
+        "name": campaign.name,
+        "subject": campaign.subject,
+        "list": campaign.list_name,
+        "status": str(campaign.status),
+        "status_reason": campaign.status_reason,
+        "total": sum(counts.values()),
+        **{k: counts[k] for k in ("sent", "failed", "bounced", "skipped", "unknown", "pending")},
+    }
+    if counts["sending"]:
+        doc["sending"] = counts["sending"]
+    if failures:
+        doc["failures"] = [
+            {"email": d.email, "status": str(d.status), "attempts": d.attempts, "reason": d.reply}
+            for d in store.deliveries.of_campaign(campaign.id, [D.FAILED, D.BOUNCED, D.UNKNOWN, D.SKIPPED, D.PENDING])
+            if d.status != D.PENDING or d.reply
+        ]
+    return doc
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one run of one campaign did, its figures and its exit code."""
+
+    campaign: Campaign
+    dry_run: bool
+    result: SendResult
+    figures: dict  # campaign_report(failures=False) after the run; {} for a dry-run
+    unknown_found: int  # deliveries an earlier crash had left 'sending' (now 'unknown')
+    outbox: Path | None  # where a dry-run wrote its messages
+    notes: tuple[str, ...] = ()
+
+    @property
+    def problem(self) -> str:
+        """Why the run ended early in a way a person should look at ('' when it did not)."""
+        r = self.result
+        if r.paused or r.server_lost or (r.stopped and not r.quota_left):
+            return r.stopped
+        return ""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 when everything went; 1 when some recipients failed, wait, or the run stopped early."""
+        r = self.result
+        if self.problem:
+            return ExitCode.PARTIAL
+        if r.outcomes["failed"] or r.outcomes["bounced"] or r.outcomes["pending"] or self.unknown_found:
+            return ExitCode.PARTIAL
+        return ExitCode.OK
+
+    def document(self) -> dict:
+        """The run as one JSON document (what `--json` prints)."""
+        r = self.result
+        if self.dry_run:
+            return {
+                "campaign": self.campaign.id or None, "name": self.campaign.name, "dry_run": True,
+                "would_send": r.outcomes["sent"], "skipped": r.outcomes["skipped"], "failed": r.outcomes["failed"],
+                "outbox": str(self.outbox), "stopped": r.stopped,
+            }
+        return {
+            **self.figures,
+            "this_run": r.handed_over,
+            "handed_over": r.handed_over,
+            "outcomes": {k: v for k, v in r.outcomes.items() if v},
+            "stopped": r.stopped,
+            "unknown_found": self.unknown_found,
+        }
+
+
+def outbox_for(ws: Workspace, campaign: Campaign) -> Path:
+    """outbox/<id>-<name>/ (or outbox/<name>/ for a campaign not stored yet)."""
+    slug = f"{campaign.id}-{campaign.name}" if campaign.id else campaign.name
+    return ws.outbox_dir / slug
+
+
+def run_campaign(
+    store: Store,
+    ws: Workspace,
+    campaign: Campaign,
+    clock: Clock,
+    options: SendOptions,
+    secret: bytes,
+    *,
+    environ: Any = None,
+    dry_run: bool = False,
+    resume: bool = False,
+    retry_failed: bool = False,
+    retry_unknown: bool = False,
+    transport: Transport | None = None,
+    observer: RunObserver | None = None,
+    log: RunLog | None = None,
+) -> RunReport:
+    """Send (or, with dry_run, write as .eml files) one campaign, and report what happened.
+
+    `resume=True` is a person's `mailer send ID`: only that continues a paused campaign.
+    A campaign not stored yet (id 0, made from a file) is stored only when it really
+    starts, so a refusal, a failed check or a "no" leaves nothing behind.
+    """
+    import os
+
+    observer = observer or Quiet()
+    environ = os.environ if environ is None else environ
+    if campaign.status == C.CANCELLED:
+        raise InputError(f"Campaign {campaign.id} was cancelled; it sends nothing more.")
+
+    unknown_found = 0
+    if not dry_run and campaign.id:
+        campaign, unknown_found = _recover(store, campaign, clock, resume=resume,
+                                           retry_failed=retry_failed, retry_unknown=retry_unknown)
+
+    campaign, notes = refresh_snapshot(None if dry_run else store, ws, campaign)
+    try:
+        renderer = renderer_for(campaign, ws, secret, clock)
+    except MailerError:
+        renderer = None  # the checks meet the same error and report it as a check
+    checks = checks_for(campaign, ws, secret, clock, renderer)
+    problems = sending_problems(ws.config, environ, dry_run=dry_run)
+    seen = {c.message for c in checks}
+    checks += [Check(p.level, p.key, p.message) for p in problems if p.message not in seen]
+    observer.checked(checks, notes)
+    if any(c.level == "error" for c in checks) or renderer is None:
+        raise ChecksFailed(
+            "The pre-send checks found errors (above); nothing was sent.", checks,
+            hint=f"Run `mailer check {campaign.content_path or campaign.name}` for the full table.",
+        )
+
+    to_send = (store.subscribers.audience_count(campaign.list_name, campaign.tags) if not campaign.started
+               else store.deliveries.counts(campaign.id)["pending"])
+    if not dry_run and transport is None:
+        transport = SmtpTransport(ws.config.smtp, ws.smtp_password(environ))
+    if not dry_run and to_send:
+        assert transport is not None
+        if not observer.confirm(SendPlan(campaign, to_send, transport.description)):
+            raise Declined("Nothing was sent.")
+
+    delivery_log: DeliveryLog
+    outbox = None
+    if dry_run:
+        outbox = outbox_for(ws, campaign)
+        delivery_log = AudienceLog(store, campaign)
+        transport = transport or DryRunTransport(outbox)
+        transport.open()  # empties the folder even when nothing is left to write
+    else:
+        if not campaign.id:
+            campaign = store_campaign(store, campaign, clock)  # as it was checked and confirmed
+        if not campaign.started:
+            campaign = store.campaigns.start(campaign, iso(clock.now()))
+        delivery_log = StoreLog(store, campaign)
+    assert transport is not None
+
+    factory = None
+    if not dry_run and isinstance(transport, SmtpTransport):
+        smtp, password = ws.config.smtp, ws.smtp_password(environ)
+        factory = lambda: SmtpTransport(smtp, password)  # noqa: E731
+    engine = CampaignSender(delivery_log, renderer, transport, clock, options,
+                            sender=sender_address(ws), transport_factory=factory)
+    total = min(to_send, options.limit) if options.limit is not None else to_send
+    observer.progress(_logged(engine.run(), log, campaign.id), total)
+    result = engine.result
+
+    figures: dict = {}
+    if not dry_run:
+        campaign = _finish(store, campaign, clock)
+        figures = campaign_report(store, campaign, failures=False)
+    report = RunReport(campaign, dry_run, result, figures, unknown_found, outbox, tuple(notes))
+    if log is not None:
+        log.write("campaign", campaign=campaign.id, dry_run=dry_run, handed_over=result.handed_over,
+                  outcomes={k: v for k, v in result.outcomes.items() if v}, stopped=result.stopped)
+    return report
+
+
+def _recover(store: Store, campaign: Campaign, clock: Clock, *, resume: bool,
+             retry_failed: bool, retry_unknown: bool) -> tuple[Campaign, int]:
+    """Before a real run: what a crash left 'sending' becomes unknown; retries go back to pending."""
+    now = iso(clock.now())
+    unknown_found = store.deliveries.mark_interrupted(now)
+    if retry_failed:
+        store.deliveries.retry(campaign.id, D.FAILED, now)
+    if retry_unknown:
+        store.deliveries.retry(campaign.id, D.UNKNOWN, now)
+    campaign = store.campaigns.require(campaign.id)
+    if campaign.status == C.PAUSED and not resume:
+        raise InputError(
+            f"Campaign {campaign.id} is paused ({campaign.status_reason or 'by a person'}); "
+            "only a person's `mailer send` continues it.",
+            hint=f"`mailer send {campaign.id}` continues it; `mailer campaign cancel {campaign.id}` stops it for good.",
+        )
+    if campaign.status in (C.PAUSED, C.DONE) and store.deliveries.counts(campaign.id)["pending"]:
+        campaign = store.campaigns.resume(campaign.id)
+    return campaign, unknown_found
+
+
+def _finish(store: Store, campaign: Campaign, clock: Clock) -> Campaign:
+    """sending -> done once nothing is pending or in flight."""
+    current = store.campaigns.require(campaign.id)
+    counts = store.deliveries.counts(campaign.id)
+    if current.status == C.SENDING and counts["pending"] == 0 and counts["sending"] == 0:
+        return store.campaigns.finish(campaign.id, iso(clock.now()))
+    return current
+
+
+def _logged(events: Iterator[Event], log: RunLog | None, campaign_id: int) -> Iterator[Event]:
+    """Pass the engine's events on, writing the notable ones (without addresses) to the run log."""
+    for event in events:
+        if log is not None and event.kind in ("retry", "reconnect", "stop"):
+            log.write(event.kind, **loggable(event, campaign_id))
+        yield event

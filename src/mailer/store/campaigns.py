@@ -1,0 +1,173 @@
+"""Campaigns: their snapshot, audience and status; one method per transition of the lifecycle."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Iterable
+
+from ..errors import NotFound
+from ..lifecycle import CampaignStatus, NOT_STARTED, Transition, campaign_transition, forbidden
+from ..models import Campaign
+from .db import pack, unpack
+from .subscribers import filters
+
+if TYPE_CHECKING:
+    from .db import Store
+
+COLUMNS = (
+    "id, key, name, content_path, content_hash, content, templates, template, subject, list_name, tags, "
+    "status, status_reason, scheduled_at, created_at, started_at, finished_at"
+)
+S = CampaignStatus
+
+
+def campaign_from_row(row: sqlite3.Row) -> Campaign:
+    """A stored row as a Campaign, read by column name."""
+    return Campaign(
+        id=row["id"], key=row["key"], name=row["name"], content_path=row["content_path"],
+        content_hash=row["content_hash"], content=row["content"], templates=row["templates"],
+        template=row["template"], subject=row["subject"], list_name=row["list_name"], tags=unpack(row["tags"]),
+        status=CampaignStatus(row["status"]), status_reason=row["status_reason"],
+        scheduled_at=row["scheduled_at"], created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _in(values: Iterable[str]) -> tuple[str, list[str]]:
+    values = [str(v) for v in values]
+    return ",".join("?" * len(values)), values
+
+
+class CampaignStore:
+    """Campaigns, read by id or filter, changed only through the lifecycle's transitions."""
+
+    def __init__(self, db: "Store"):
+        self.db = db
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.db.conn
+
+    # -- reading ----------------------------------------------------------------------
+
+    def get(self, campaign_id: int) -> Campaign | None:
+        row = self.conn.execute(f"SELECT {COLUMNS} FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+        return campaign_from_row(row) if row else None
+
+    def require(self, campaign_id: int) -> Campaign:
+        c = self.get(campaign_id)
+        if c is None:
+            raise NotFound(f"There is no campaign {campaign_id}.", hint="See `mailer campaign list`.")
+        return c
+
+    def list(self, *, statuses: Iterable[str] = (), content_path: str | None = None) -> list[Campaign]:
+        """Campaigns in the order they were made, of these statuses and from this file (when given)."""
+        clauses, params = [], []
+        statuses = tuple(statuses)
+        if statuses:
+            marks, values = _in(statuses)
+            clauses.append(f"status IN ({marks})")
+            params += values
+        if content_path is not None:
+            clauses.append("content_path = ?")
+            params.append(content_path)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return [
+            campaign_from_row(r)
+            for r in self.conn.execute(f"SELECT {COLUMNS} FROM campaigns{where} ORDER BY id", params)
+        ]
+
+    # -- creating ---------------------------------------------------------------------
+
+    def create(self, draft: Campaign, now: str) -> Campaign:
+        """Store a drafted campaign (content and templates snapshot, audience) as draft or scheduled."""
+        status = S.SCHEDULED if draft.scheduled_at else S.DRAFT
+        with self.db.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO campaigns (key, name, content_path, content_hash, content, templates, template, "
+                "subject, list_name, tags, status, scheduled_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (draft.key, draft.name, draft.content_path, draft.content_hash, draft.content, draft.templates,
+                 draft.template, draft.subject, draft.list_name, pack(draft.tags), str(status),
+                 draft.scheduled_at, now),
+            )
+        assert cur.lastrowid is not None
+        return self.require(cur.lastrowid)
+
+    def update_snapshot(self, campaign: Campaign) -> None:
+        """Take the content and templates again (only before the campaign has started)."""
+        marks, values = _in(NOT_STARTED)
+        with self.db.transaction():
+            self.conn.execute(
+                "UPDATE campaigns SET content = ?, content_hash = ?, templates = ?, subject = ?, template = ? "
+                f"WHERE id = ? AND status IN ({marks})",
+                (campaign.content, campaign.content_hash, campaign.templates, campaign.subject,
+                 campaign.template, campaign.id, *values),
+            )
+
+    # -- transitions ------------------------------------------------------------------
+
+    def _change(self, campaign_id: int, name: str, sets: dict[str, str]) -> Campaign:
+        """Apply a transition of the table inside the current transaction, or raise TransitionError."""
+        t: Transition = campaign_transition(name)
+        (target,) = t.targets
+        marks, sources = _in(t.sources)
+        assignments = ", ".join(["status = ?"] + [f"{k} = ?" for k in sets])
+        cur = self.conn.execute(
+            f"UPDATE campaigns SET {assignments} WHERE id = ? AND status IN ({marks})",
+            (target, *sets.values(), campaign_id, *sources),
+        )
+        if cur.rowcount != 1:
+            row = self.conn.execute("SELECT status FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+            raise forbidden("campaign", campaign_id, t, row["status"] if row else None)
+        return self.require(campaign_id)
+
+    def _transition(self, campaign_id: int, name: str, **sets: str) -> Campaign:
+        with self.db.transaction():
+            return self._change(campaign_id, name, sets)
+
+    def schedule(self, campaign_id: int, at: str) -> Campaign:
+        """draft|scheduled -> scheduled at a time (UTC ISO)."""
+        return self._transition(campaign_id, "schedule", scheduled_at=at, status_reason="")
+
+    def unschedule(self, campaign_id: int) -> Campaign:
+        """scheduled -> draft."""
+        return self._transition(campaign_id, "unschedule", scheduled_at="", status_reason="")
+
+    def start(self, campaign: Campaign, now: str) -> Campaign:
+        """draft|scheduled -> sending, fixing the audience: one pending delivery per active subscriber.
+
+        Both happen in one transaction, so an audience is fixed exactly once.
+        """
+        with self.db.transaction():
+            where, params = filters("active", campaign.list_name, campaign.tags, None)
+            started = self._change(campaign.id, "start", {"started_at": now, "status_reason": ""})
+            self.conn.execute(
+                "INSERT INTO deliveries (campaign_id, subscriber_id, seq, email, updated_at) "
+                f"SELECT ?, id, row_number() OVER (ORDER BY id), email, ? FROM subscribers{where} ORDER BY id",
+                (campaign.id, now, *params),
+            )
+            return started
+
+    def pause(self, campaign_id: int, reason: str) -> Campaign:
+        """sending -> paused, saying why (only a person's `mailer send ID` resumes it)."""
+        return self._transition(campaign_id, "pause", status_reason=reason)
+
+    def resume(self, campaign_id: int) -> Campaign:
+        """paused|done -> sending: a person asked to go on, or to retry what failed."""
+        return self._transition(campaign_id, "resume", status_reason="", finished_at="")
+
+    def finish(self, campaign_id: int, now: str) -> Campaign:
+        """sending -> done."""
+        return self._transition(campaign_id, "finish", finished_at=now)
+
+    def cancel(self, campaign_id: int, now: str) -> Campaign:
+        """Any unfinished state -> cancelled: it sends nothing more."""
+        return self._transition(campaign_id, "cancel", finished_at=now)
+
+    def mark_late(self, campaign_id: int, reason: str) -> None:
+        """A scheduled campaign whose time passed too long ago: say so, and leave it for a person."""
+        with self.db.transaction():
+            self.conn.execute(
+                "UPDATE campaigns SET status_reason = ? WHERE id = ? AND status = ?",
+                (reason, campaign_id, str(S.SCHEDULED)),
+            )
