@@ -18,7 +18,7 @@ from .clock import Clock, iso, parse_iso
 from .config import Workspace
 from .content import Content, load_content, parse_content
 from .errors import InputError, MailerError, NotFound
-from .lifecycle import CampaignStatus
+from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign
 from .render import Renderer, resolve_templates
 from .store import Store
@@ -176,7 +176,7 @@ def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tup
     started, scheduled, late = [], [], []
     for c in store.campaigns.list(statuses=(CampaignStatus.SCHEDULED, CampaignStatus.SENDING)):
         if c.status == CampaignStatus.SENDING:
-            if store.deliveries.counts(c.id)["pending"]:
+            if store.deliveries.counts(c.id)[DeliveryStatus.PENDING]:
                 started.append(c)
             continue
         if c.status_reason or not c.scheduled_at:

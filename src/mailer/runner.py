@@ -108,10 +108,10 @@ def campaign_report(store: Store, campaign: Campaign, *, failures: bool = True) 
         "status": str(campaign.status),
         "status_reason": campaign.status_reason,
         "total": sum(counts.values()),
-        **{k: counts[k] for k in ("sent", "failed", "bounced", "skipped", "unknown", "pending")},
+        **{str(k): counts[k] for k in (D.SENT, D.FAILED, D.BOUNCED, D.SKIPPED, D.UNKNOWN, D.PENDING)},
     }
-    if counts["sending"]:
-        doc["sending"] = counts["sending"]
+    if counts[D.SENDING]:
+        doc["sending"] = counts[D.SENDING]
     if failures:
         doc["failures"] = [
             {"email": d.email, "status": str(d.status), "attempts": d.attempts, "reason": d.reply}
@@ -147,7 +147,7 @@ class RunReport:
         r = self.result
         if self.problem:
             return ExitCode.PARTIAL
-        if r.outcomes["failed"] or r.outcomes["bounced"] or r.outcomes["pending"] or self.unknown_found:
+        if any(r.outcomes[s] for s in (D.FAILED, D.BOUNCED, D.PENDING)) or self.unknown_found:
             return ExitCode.PARTIAL
         return ExitCode.OK
 
@@ -157,7 +157,7 @@ class RunReport:
         if self.dry_run:
             return {
                 "campaign": self.campaign.id or None, "name": self.campaign.name, "dry_run": True,
-                "would_send": r.outcomes["sent"], "skipped": r.outcomes["skipped"], "failed": r.outcomes["failed"],
+                "would_send": r.outcomes[D.SENT], "skipped": r.outcomes[D.SKIPPED], "failed": r.outcomes[D.FAILED],
                 "outbox": str(self.outbox), "stopped": r.stopped,
             }
         return {
@@ -228,7 +228,7 @@ def run_campaign(
         )
 
     to_send = (store.subscribers.audience_count(campaign.list_name, campaign.tags) if not campaign.started
-               else store.deliveries.counts(campaign.id)["pending"])
+               else store.deliveries.counts(campaign.id)[D.PENDING])
     if not dry_run and transport is None:
         transport = SmtpTransport(ws.config.smtp, ws.smtp_password(environ))
     if not dry_run and to_send:
@@ -288,7 +288,7 @@ def _recover(store: Store, campaign: Campaign, clock: Clock, *, resume: bool,
             "only a person's `mailer send` continues it.",
             hint=f"`mailer send {campaign.id}` continues it; `mailer campaign cancel {campaign.id}` stops it for good.",
         )
-    if campaign.status in (C.PAUSED, C.DONE) and store.deliveries.counts(campaign.id)["pending"]:
+    if campaign.status in (C.PAUSED, C.DONE) and store.deliveries.counts(campaign.id)[D.PENDING]:
         campaign = store.campaigns.resume(campaign.id)
     return campaign, unknown_found
 
@@ -297,7 +297,7 @@ def _finish(store: Store, campaign: Campaign, clock: Clock) -> Campaign:
     """sending -> done once nothing is pending or in flight."""
     current = store.campaigns.require(campaign.id)
     counts = store.deliveries.counts(campaign.id)
-    if current.status == C.SENDING and counts["pending"] == 0 and counts["sending"] == 0:
+    if current.status == C.SENDING and counts[D.PENDING] == 0 and counts[D.SENDING] == 0:
         return store.campaigns.finish(campaign.id, iso(clock.now()))
     return current
 

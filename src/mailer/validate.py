@@ -14,6 +14,7 @@ import idna
 from email_validator import EmailNotValidError, validate_email
 
 from .csvio import ColumnMap, unneutralise
+from .lifecycle import SubscriberStatus
 from .models import DEFAULT_LISTS, STATUSES, Reject, Subscriber
 
 # C0, DEL, C1 controls and the Unicode line/paragraph separators: none may reach a header.
@@ -265,17 +266,18 @@ class RowParser:
                     first, last = split_name(full)
                     check_text(first, "first name", MAX_NAME)
                     check_text(last, "last name", MAX_NAME)
-            status, unsub_at, unsub_reason = "active", "", ""
+            status, unsub_at, unsub_reason = SubscriberStatus.ACTIVE, "", ""
             if self.has_status:
-                status = get(cells, "status").strip().lower() or "active"
-                if status not in STATUSES:
-                    raise InvalidValue(f"The status {status!r} is not one of {', '.join(STATUSES)}.")
+                given = get(cells, "status").strip().lower() or SubscriberStatus.ACTIVE
+                if given not in STATUSES:
+                    raise InvalidValue(f"The status {given!r} is not one of {', '.join(STATUSES)}.")
+                status = SubscriberStatus(given)
             if self.has_unsub and get(cells, "unsubscribed_at").strip():
-                status = "unsubscribed"  # Mailchimp's unsubscribed export: keep them suppressed
+                status = SubscriberStatus.UNSUBSCRIBED  # Mailchimp's unsubscribed export: keep them suppressed
             cleaned_at = get(cells, "cleaned_at").strip() if self.has_clean else ""
             if cleaned_at:
-                status = "bounced"  # Mailchimp's "cleaned" export: addresses that bounced
-            if status != "active":
+                status = SubscriberStatus.BOUNCED  # Mailchimp's "cleaned" export: addresses that bounced
+            if status != SubscriberStatus.ACTIVE:
                 unsub_at = get(cells, "unsubscribed_at") or cleaned_at
                 unsub_at = parse_time(check_text(unsub_at, "unsubscribe time"))
                 unsub_reason = text(cells, "unsubscribed_reason", "unsubscribe reason")

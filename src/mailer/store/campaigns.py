@@ -6,7 +6,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import NotFound
-from ..lifecycle import CampaignStatus, NOT_STARTED, Transition, campaign_transition, forbidden
+from ..lifecycle import NOT_STARTED, CampaignStatus, SubscriberStatus, Transition, campaign_transition, forbidden
 from ..models import Campaign
 from .db import pack, unpack
 from .subscribers import filters
@@ -139,7 +139,7 @@ class CampaignStore:
         Both happen in one transaction, so an audience is fixed exactly once.
         """
         with self.db.transaction():
-            where, params = filters("active", campaign.list_name, campaign.tags, None)
+            where, params = filters(SubscriberStatus.ACTIVE, campaign.list_name, campaign.tags, None)
             started = self._change(campaign.id, "start", {"started_at": now, "status_reason": ""})
             self.conn.execute(
                 "INSERT INTO deliveries (campaign_id, subscriber_id, seq, email, updated_at) "
