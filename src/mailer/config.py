@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import secrets
 import tomllib
 from dataclasses import dataclass, field
@@ -13,9 +12,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .text import CONTROL
 
 CONFIG_NAME = "mailer.toml"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 DB_NAME = "mailer.db"
 SECRET_NAME = "secret.key"
 HOME_ENV = "MAILER_HOME"
@@ -98,7 +97,7 @@ def _coerce(section: str, key: str, value: Any, default: Any, path: Path) -> Any
         return type(default)(value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a quoted string, not {value!r}.")
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         # Settings end up in mail headers: a line break there would add headers of its own.
         raise ConfigError(f"{where} must be one line of text, without line breaks or control characters.")
     return value.strip()

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from .csvio import REJECT_COLUMNS, CsvFile, neutralise, open_csv
+from .files import atomic_writer
+from .csvio import REJECT_COLUMNS, CsvFile, map_columns, neutralise, open_csv
+from .errors import InputError
 from .models import ImportSummary, Reject, Subscriber
 from .store import Store
 from .validate import RowDefaults, RowParser
+
+
+def one_row(fields: dict[str, str], defaults: RowDefaults) -> Subscriber:
+    """One person typed on the command line, through exactly the rules of an imported row.
+
+    InputError (exit 2) with the row's reason when it would have been rejected.
+    """
+    parse = RowParser(map_columns(list(fields)), defaults)
+    record = parse(1, list(fields.values()))
+    if isinstance(record, Reject):
+        raise InputError(f"{record.value or fields.get('email', '')!r}: {record.reason}")
+    return record
 
 
 def records(csv_file: CsvFile, defaults: RowDefaults) -> Iterator[Subscriber | Reject]:
@@ -28,28 +41,18 @@ def _rejects_writer(path: Path | None, header: tuple[str, ...]) -> Iterator:
     if path is None:
         yield None
         return
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".rejects-", suffix=".csv", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
-            writer = csv.writer(fh, lineterminator="\r\n")
-            writer.writerow(list(header or ("email",)) + list(REJECT_COLUMNS))
+    with atomic_writer(path, encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\r\n")
+        writer.writerow(list(header or ("email",)) + list(REJECT_COLUMNS))
 
-            def write(reject: Reject) -> None:
-                row = list(reject.row)
-                if header:
-                    row += [""] * (len(header) - len(row))
-                    row = row[: len(header)]
-                writer.writerow([neutralise(c) for c in row] + [str(reject.line), reject.reason])
+        def write(reject: Reject) -> None:
+            row = list(reject.row)
+            if header:
+                row += [""] * (len(header) - len(row))
+                row = row[: len(header)]
+            writer.writerow([neutralise(c) for c in row] + [str(reject.line), reject.reason])
 
-            yield write
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        yield write
 
 
 def import_file(

@@ -16,12 +16,12 @@ from datetime import date
 from typing import NamedTuple
 
 from .errors import InputError
+from .text import LIST_NAME
 
 # Domain separation: the same secret also keys the erased-address hashes.
 _PURPOSE = b"mailer unsubscribe token v1\x00"
 _MAC_BYTES = 12  # 96 bits: far beyond guessing, and keeps the link short
 _SHAPE = re.compile(r"^[A-Za-z0-9_-]{4,200}\.[A-Za-z0-9_-]{16}$")
-_LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 
 
 class TokenInfo(NamedTuple):
@@ -52,7 +52,7 @@ def make_token(secret: bytes, subscriber_id: int, list_name: str, issued: date) 
     """A signed unsubscribe token for one subscriber, list and issue date (URL-safe, ~40 characters)."""
     if not isinstance(subscriber_id, int) or subscriber_id < 0:
         raise ValueError(f"subscriber_id must be a non-negative int, not {subscriber_id!r}")
-    if not _LIST_NAME.match(list_name):
+    if not LIST_NAME.match(list_name):
         raise ValueError(f"not a list name: {list_name!r}")
     payload = _payload(subscriber_id, list_name, issued)
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"

@@ -13,14 +13,13 @@ from typing import Sequence
 import idna
 from email_validator import EmailNotValidError, validate_email
 
+from .clock import iso
 from .csvio import ColumnMap, unneutralise
 from .lifecycle import SubscriberStatus
 from .models import DEFAULT_LISTS, STATUSES, Reject, Subscriber
+from .text import CONTROL, LIST_NAME
 
-# C0, DEL, C1 controls and the Unicode line/paragraph separators: none may reach a header.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ANGLE = re.compile(r"^(?P<name>.*?)\s*<\s*(?P<addr>[^<>]*?)\s*>$", re.DOTALL)
-_LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _TAG_SPLIT = re.compile(r"\s*(?:,|;|:::)\s*")
 # A name part of `Last, First`: letters, with spaces, dots, apostrophes or hyphens between.
 _PLAIN_NAME = re.compile(r"[^\W\d_]+(?:[ .'\u2019-]+[^\W\d_]+)*\.?")
@@ -73,7 +72,7 @@ def _dns_resolver():
 def check_text(value: str, what: str, max_len: int = MAX_FIELD) -> str:
     """Strip a text field and refuse control characters (they could split a mail header)."""
     value = value.strip(_WHITESPACE)
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise InvalidValue(f"The {what} contains a line break or another control character.")
     if len(value) > max_len:
         raise InvalidValue(f"The {what} is {len(value)} characters long; at most {max_len} are allowed.")
@@ -87,7 +86,7 @@ def normalise_email(raw: str, check_dns: bool = False) -> tuple[str, str, str]:
     (normalised address, case-insensitive key, display name found beside it).
     """
     value = raw.strip(_WHITESPACE)
-    if _CONTROL.search(value):
+    if CONTROL.search(value):
         raise InvalidValue("The email address contains a line break or another control character.")
     if not value:
         raise InvalidValue("The email address is empty.")
@@ -157,7 +156,7 @@ def parse_time(text: str) -> str:
             return text
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)  # exports without a zone (Mailchimp's) are in UTC
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(dt)
 
 
 def parse_ip(text: str) -> str:
@@ -196,7 +195,7 @@ def parse_names(values: Sequence[str] | str, what: str, pattern: re.Pattern | No
 
 
 def parse_lists(values: Sequence[str] | str) -> tuple[str, ...]:
-    return parse_names(values, "list", _LIST_NAME)
+    return parse_names(values, "list", LIST_NAME)
 
 
 def parse_tags(values: Sequence[str] | str) -> tuple[str, ...]:

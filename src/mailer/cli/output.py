@@ -6,13 +6,14 @@ Data goes to stdout, diagnostics to stderr. Subscriber data is never read as ric
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from ..text import CONTROL
 
 
 class Output:
@@ -100,12 +101,9 @@ class Output:
             self.err.print(Text("hint: ", style="bold") + Text(printable(hint)))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def printable(text: str) -> str:
     """Control characters shown as escapes (`\\r`, `\\x1b`): a file must not drive the terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def _plain(value: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -13,6 +12,7 @@ import typer
 from ..checks import run_checks
 from ..content import load_content
 from ..errors import ExitCode, MailerError, NotFound
+from ..files import write_atomic
 from ..render import Renderer, resolve_templates, sample_subscriber, templates_in_use
 from ..tokens import verify_token
 from ..validate import InvalidValue, normalise_email
@@ -26,12 +26,6 @@ class Format(str, Enum):
     html = "html"
     text = "text"
     eml = "eml"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @app.command()
@@ -75,7 +69,7 @@ def preview(
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        _write_atomic(output, data)
+        write_atomic(output, data)
     if out.is_terminal:
         out.line(message.text)
     who = "a sample subscriber" if not to else subscriber.email

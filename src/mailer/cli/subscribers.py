@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -14,7 +13,8 @@ import typer
 
 from ..csvio import EXPORT_COLUMNS, export_row, write_csv
 from ..errors import ExitCode, InputError
-from ..imports import import_file
+from ..files import atomic_writer
+from ..imports import import_file, one_row
 from ..models import STATUSES, ImportSummary, Subscriber
 from ..store import Store
 from ..validate import InvalidValue, RowDefaults, check_text, normalise_email, parse_lists, parse_tags
@@ -173,16 +173,9 @@ def export(
     if output is None:
         n = write_csv(sys.stdout, EXPORT_COLUMNS, rows)
     else:
-        # Written beside the target and renamed, so a failed export never leaves half a file.
-        fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".csv", dir=output.parent if str(output.parent) else ".")
-        try:
-            # UTF-8 with BOM: Excel then shows accented and non-Latin names correctly.
-            with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
-                n = write_csv(fh, EXPORT_COLUMNS, rows)
-            os.replace(tmp, output)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # UTF-8 with BOM: Excel then shows accented and non-Latin names correctly.
+        with atomic_writer(output, encoding="utf-8-sig", newline="") as fh:
+            n = write_csv(fh, EXPORT_COLUMNS, rows)
         st.output.info(f"Exported {n} subscribers to {output}")
 
 
@@ -260,17 +253,9 @@ def add(
     """Add one person (the same checks as import)."""
     st = state(ctx)
     store = st.store()
-    try:
-        address, key, display = normalise_email(email)
-        first = check_text(first_name, "first name", 100)
-        last = check_text(last_name, "last name", 100)
-        sub = Subscriber(
-            email=address, email_key=key, email_entered=email.strip(), first_name=first or display,
-            last_name=last, lists=parse_lists(lists) if lists else ("news", "specials"),
-            tags=parse_tags(tags or []), source=check_text(source, "source"),
-        )
-    except InvalidValue as exc:
-        raise InputError(f"{email!r}: {exc}") from None
+    defaults = _defaults(lists, tags, source, "command line", check_dns=False)
+    sub = one_row({"email": email, "first_name": first_name, "last_name": last_name}, defaults)
+    address = sub.email
     outcome = store.subscribers.add(sub, st.workspace().secret(), st.now())
     if outcome == "suppressed":
         raise InputError(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Annotated
 
 import typer
 
 from ..config import EXAMPLE_CONFIG, Config, PracticeConfig, SenderConfig, load_config, render_config
+from ..files import write_atomic
 from ..store import Store
 from . import app, state
 
@@ -50,9 +50,7 @@ def init(
         config = EXAMPLE_CONFIG if example else Config(sender=SenderConfig(), practice=PracticeConfig())
         if not example and not no_input and out.stdin_is_terminal:
             config = _ask_practice(config)
-        fd = os.open(ws.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_config(config))
+        write_atomic(ws.config_path, render_config(config), exclusive=True)
         out.info(f"Wrote {ws.config_path}" + ("" if example else "; edit it to fill in your practice and SMTP details."))
     for d in (ws.templates_dir, ws.outbox_dir, ws.logs_dir):
         d.mkdir(exist_ok=True)

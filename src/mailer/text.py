@@ -1,0 +1,19 @@
+"""Rules about text that several layers share: what may reach a mail header, a list's name."""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: none may reach
+# a mail header (a line break there would add headers of its own) or a terminal.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The same, but a tab is allowed (text fields of a content file).
+CONTROL_BUT_TAB = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+# A list's name: it travels in unsubscribe tokens and List-Id headers.
+LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
+
+
+def has_control(text: str) -> bool:
+    """Does text hold a line break or another control character?"""
+    return CONTROL.search(text) is not None
