@@ -27,10 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from mailer.campaigns import SendJob, create_campaign, options_from_config  # noqa: E402
+from mailer.campaigns import create_campaign, renderer_for  # noqa: E402
 from mailer.clock import SystemClock  # noqa: E402
 from mailer.config import open_workspace  # noqa: E402
 from mailer.imports import import_file  # noqa: E402
+from mailer.runner import options_from_config, run_campaign  # noqa: E402
 from mailer.store import Store  # noqa: E402
 from mailer.validate import RowDefaults  # noqa: E402
 
@@ -114,17 +115,12 @@ def mailer_send(home: Path, connections: int) -> tuple[float, int, bytes]:
     with Store.open(ws.db_path) as store:
         campaign = create_campaign(store, ws, REPO / "examples" / "december-specials.md", clock)
         options = options_from_config(ws, batch_size=10**9, pause=0, connections=connections)
-        job = SendJob(store, ws, campaign, clock, options, ws.secret())
-        job.prepare()
         t = time.perf_counter()
-        for _ in job.run():
-            pass
+        run_campaign(store, ws, campaign, clock, options, ws.secret())
         seconds = time.perf_counter() - t
-        sent = store.delivery_counts(campaign.id)["sent"]
-        sample = next(iter(store.deliveries(campaign.id)))
-        from mailer.campaigns import renderer_for
-
-        message = renderer_for(campaign, ws, ws.secret(), clock).render(store.get_by_id(sample.subscriber_id)).data
+        sent = store.deliveries.counts(campaign.id)["sent"]
+        sample = next(iter(store.deliveries.of_campaign(campaign.id)))
+        message = renderer_for(campaign, ws, ws.secret(), clock).render(store.subscribers.get_by_id(sample.subscriber_id)).data
     return seconds, sent, message
 
 
