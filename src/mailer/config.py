@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import secrets
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,28 +203,6 @@ class Workspace:
     @property
     def lock_path(self) -> Path:
         return self.home / "mailer.lock"
-
-    def secret(self) -> bytes:
-        """The per-workspace key for unsubscribe tokens and erased-address hashes.
-
-        It lives in its own 0600 file, never in mailer.toml or the database, and is
-        created the first time it is needed.
-        """
-        try:
-            return bytes.fromhex(self.secret_path.read_text().strip())
-        except FileNotFoundError:
-            pass
-        except ValueError:
-            raise ConfigError(f"{self.secret_path} is damaged; restore it from your backup.") from None
-        self.home.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        try:
-            fd = os.open(self.secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return self.secret()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(key.hex() + "\n")
-        return key
 
     def smtp_password(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The SMTP password from the environment variable named in [smtp] password_env."""

@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 from .. import __version__
 from ..clock import Clock, SystemClock, iso
 from ..config import Workspace, open_workspace
+from ..home import open_list
 from ..errors import ExitCode, MailerError, StoreError
 from ..store import Store, translate_error
 from .output import Output
@@ -36,6 +37,7 @@ class AppState:
     environ: Mapping[str, str] | None = None
     _workspace: Workspace | None = None
     _stores: list[Store] = field(default_factory=list)
+    _secret: bytes | None = None
 
     def workspace(self, must_exist: bool = True) -> Workspace:
         if self._workspace is None:
@@ -53,11 +55,16 @@ class AppState:
 
     def store(self) -> Store:
         """The workspace's database, opened, migrated and checked against secret.key."""
-        ws = self.workspace()
-        store = Store.open(ws.db_path)
+        store, self._secret = open_list(self.workspace())
         self._stores.append(store)
-        store.check_secret(ws.secret())
         return store
+
+    def secret(self) -> bytes:
+        """secret.key, checked against mailer.db (see mailer.home)."""
+        if self._secret is None:
+            self.store()
+        assert self._secret is not None
+        return self._secret
 
     def now(self) -> str:
         return iso(self.clock.now())

@@ -105,7 +105,7 @@ def run_due(
         options = options_from_config(ws, batch_size=batch_size, pause=pause, rate=rate, per_day=per_day)
         for c in due:
             try:
-                report = run_campaign(store, ws, c, st.clock, options, ws.secret(), environ=st.env,
+                report = run_campaign(store, ws, c, st.clock, options, st.secret(), environ=st.env,
                                       dry_run=dry_run, observer=observer, log=log)
             except ChecksFailed as exc:
                 errors = [ch for ch in exc.checks if ch.level == "error"]
@@ -162,9 +162,9 @@ def _mailer_executable() -> str:
     return str(candidate) if candidate.exists() else f"{sys.executable} -m mailer"
 
 
-def _config_problems(ws: Workspace, env: Mapping[str, str], clock: Clock) -> list[str]:
+def _config_problems(ws: Workspace, secret: bytes, env: Mapping[str, str], clock: Clock) -> list[str]:
     problems = [p.message for p in sending_problems(ws.config, env) if p.is_error]
-    problems += [p for p in template_problems(ws, ws.secret(), clock) if not any(p.endswith(q) for q in problems)]
+    problems += [p for p in template_problems(ws, secret, clock) if not any(p.endswith(q) for q in problems)]
     return problems
 
 
@@ -178,7 +178,7 @@ def cron(
     st = state(ctx)
     ws = st.workspace()
     if check:
-        problems = _config_problems(ws, st.env, st.clock)
+        problems = _config_problems(ws, st.secret(), st.env, st.clock)
         if problems:
             for p in problems:
                 st.output.error(p)

@@ -51,7 +51,7 @@ def preview(
     else:
         subscriber = sample_subscriber(list_name)
     renderer = Renderer(
-        parsed, resolve_templates(ws), ws.config, ws.secret(),
+        parsed, resolve_templates(ws), ws.config, st.secret(),
         list_name=list_name, campaign_key=f"preview:{content.name}", clock=st.clock,
     )
     message = renderer.render(subscriber)
@@ -86,7 +86,7 @@ def check(ctx: typer.Context, content: ContentArg, as_json: JsonOpt = False) -> 
     ws = st.workspace()
     try:
         parsed = load_content(content)
-        checks = run_checks(parsed, resolve_templates(ws), ws.config, ws.secret(), st.clock)
+        checks = run_checks(parsed, resolve_templates(ws), ws.config, st.secret(), st.clock)
     except MailerError as exc:
         checks = [Check("error", "content file", exc.message + (f" ({exc.hint})" if exc.hint else ""))]
     errors = sum(c.level == "error" for c in checks)
@@ -129,8 +129,7 @@ def unsubscribe(
 ) -> None:
     """Apply an unsubscribe link's token: that person gets no more email from any list."""
     st = state(ctx)
-    ws = st.workspace()
-    info = verify_token(ws.secret(), token)
+    info = verify_token(st.secret(), token)
     store = st.store()
     sub = store.subscribers.get_by_id(info.subscriber_id)
     if sub is None:

@@ -140,7 +140,7 @@ def _run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name: st
         for w in warnings:
             st.output.warn(w)
         return run_campaign(
-            store, ws, campaign, st.clock, options_from_config(ws, **options), ws.secret(),
+            store, ws, campaign, st.clock, options_from_config(ws, **options), st.secret(),
             environ=st.env, dry_run=dry_run, resume=True, retry_failed=retry_failed, retry_unknown=retry_unknown,
             observer=CliObserver(st, yes=yes, dry_run=dry_run), log=log,
         )

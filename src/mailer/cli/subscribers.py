@@ -91,11 +91,11 @@ def _readable(file: Path) -> Iterator[Path]:
 
 def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb) -> None:
     st = state(ctx)
-    ws = st.workspace(must_exist=verb == "import")
+    st.workspace(must_exist=verb == "import")
     store = _analysis_store(st) if dry_run else st.store()
     defaults = _defaults(lists, tags, source, "stdin" if str(file) == "-" else Path(file).name, check_dns)
     # An in-memory store has no erased addresses, so it needs no key (and we create no secret.key).
-    secret = bytes(32) if store.in_memory else ws.secret()
+    secret = bytes(32) if store.in_memory else st.secret()
     with _readable(file) as path:
         summary = import_file(
             store, secret, path, defaults, st.now(),
@@ -256,7 +256,7 @@ def add(
     defaults = _defaults(lists, tags, source, "command line", check_dns=False)
     sub = one_row({"email": email, "first_name": first_name, "last_name": last_name}, defaults)
     address = sub.email
-    outcome = store.subscribers.add(sub, st.workspace().secret(), st.now())
+    outcome = store.subscribers.add(sub, st.secret(), st.now())
     if outcome == "suppressed":
         raise InputError(
             f"{address} has unsubscribed, bounced or been erased, so it is not added back.",
@@ -301,7 +301,7 @@ def erase(
             raise InputError("erase needs --yes when there is no terminal to confirm on.")
         if not typer.confirm(f"Erase everything about {email}? This cannot be undone", default=False):
             raise typer.Exit(int(ExitCode.USAGE))
-    existed = store.subscribers.erase(key, st.workspace().secret(), check_text(reason, "reason"), st.now())
+    existed = store.subscribers.erase(key, st.secret(), check_text(reason, "reason"), st.now())
     if not existed:
         st.output.info(f"{email} was not on the list; it is now suppressed so it can never be added.")
     else:

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ..config import EXAMPLE_CONFIG, Config, PracticeConfig, SenderConfig, load_config, render_config
-from ..files import write_atomic
-from ..store import Store
+from ..files import private_dir, write_atomic
+from ..home import open_list, start_new_list
 from . import app, state
 
 
@@ -37,6 +37,10 @@ def init(
         bool, typer.Option("--example", help="Fill mailer.toml with the sample practice (to try mailer out).")
     ] = False,
     no_input: Annotated[bool, typer.Option("--no-input", help="Do not ask questions; write the defaults.")] = False,
+    new_list: Annotated[
+        bool,
+        typer.Option("--new-list", help="Start an empty list with a new key; the old mailer.db and secret.key are kept, renamed."),
+    ] = False,
 ) -> None:
     """Create the workspace: mailer.toml, mailer.db, templates/, outbox/ and logs/."""
     st = state(ctx)
@@ -53,7 +57,11 @@ def init(
         write_atomic(ws.config_path, render_config(config), exclusive=True)
         out.info(f"Wrote {ws.config_path}" + ("" if example else "; edit it to fill in your practice and SMTP details."))
     for d in (ws.templates_dir, ws.outbox_dir, ws.logs_dir):
-        d.mkdir(exist_ok=True)
-    with Store.open(ws.db_path) as store:
-        store.check_secret(ws.secret())
+        private_dir(d)
+    if new_list:
+        stamp = st.clock.now().strftime("%Y%m%d-%H%M%S")
+        for moved in start_new_list(ws, stamp):
+            out.warn(f"Kept the old {moved.name.split('.old-')[0]} as {moved}.")
+    store, _ = open_list(ws)
+    store.close()
     out.line(str(ws.home))
