@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from ..config import EXAMPLE_CONFIG, Config, PracticeConfig, SenderConfig, load_config, render_config
+from ..errors import InputError
+from ..hipaa import hipaa_problems
+from ..providers import BY_NAME, apply_preset, names, provider_for_host
 from ..store import Store
 from . import app, state
 
@@ -30,6 +33,22 @@ def _ask_practice(default: Config) -> Config:
     )
 
 
+def _ask_hipaa(config: Config, hipaa: bool, asking: bool) -> Config:
+    if not hipaa and asking:
+        hipaa = typer.confirm("Is this a HIPAA-covered practice?", default=False)
+    if not hipaa:
+        return config
+    baa = config.smtp.baa
+    relay = provider_for_host(config.smtp.host)
+    if asking and relay is not None and relay.baa:
+        baa = typer.confirm(f"Have you signed a business associate agreement (BAA) with {relay.label}?", default=False)
+    return dataclasses.replace(
+        config,
+        practice=dataclasses.replace(config.practice, hipaa=True),
+        smtp=dataclasses.replace(config.smtp, baa=baa),
+    )
+
+
 @app.command()
 def init(
     ctx: typer.Context,
@@ -37,8 +56,17 @@ def init(
         bool, typer.Option("--example", help="Fill mailer.toml with the sample practice (to try mailer out).")
     ] = False,
     no_input: Annotated[bool, typer.Option("--no-input", help="Do not ask questions; write the defaults.")] = False,
+    provider: Annotated[
+        Optional[str],
+        typer.Option("--provider", help="Fill [smtp] and the sending limits for: " + ", ".join(names()) + "."),
+    ] = None,
+    hipaa: Annotated[
+        bool, typer.Option("--hipaa", help="A HIPAA-covered practice: sending needs a relay under a business associate agreement.")
+    ] = False,
 ) -> None:
     """Create the workspace: mailer.toml, mailer.db, templates/, outbox/ and logs/."""
+    if provider is not None and provider.lower() not in BY_NAME:
+        raise InputError(f"Unknown provider {provider!r}; the presets are: {', '.join(names())}.")
     st = state(ctx)
     ws = st.workspace(must_exist=False)
     out = st.output
@@ -46,14 +74,25 @@ def init(
     if ws.config_path.exists():
         load_config(ws.config_path)  # a broken file is reported, not overwritten
         out.info(f"{ws.config_path} already exists; left as it is.")
+        if provider or hipaa:
+            out.warn("--provider and --hipaa fill a new mailer.toml only; edit the existing one to change it.")
     else:
         config = EXAMPLE_CONFIG if example else Config(sender=SenderConfig(), practice=PracticeConfig())
-        if not example and not no_input and out.stdin_is_terminal:
+        if provider:
+            config = apply_preset(config, provider.lower())
+        asking = not example and not no_input and out.stdin_is_terminal
+        if asking:
             config = _ask_practice(config)
+        config = _ask_hipaa(config, hipaa, asking)
         fd = os.open(ws.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(render_config(config))
         out.info(f"Wrote {ws.config_path}" + ("" if example else "; edit it to fill in your practice and SMTP details."))
+        if provider:
+            p = BY_NAME[provider.lower()]
+            out.info(f"[smtp] and [sending] are set for {p.label}: {p.notes}.")
+        for problem in hipaa_problems(config):
+            out.warn(problem)
     for d in (ws.templates_dir, ws.outbox_dir, ws.logs_dir):
         d.mkdir(exist_ok=True)
     with Store.open(ws.db_path) as store:
