@@ -25,7 +25,7 @@ import dns.resolver
 
 from .dkim import GOOD_BITS, MIN_BITS, DkimKey, key_path, load_private_key
 from .errors import MailerError
-from .providers import FREE_MAIL_DOMAINS, Provider, free_mail_problem, provider_for_host
+from .providers import FREE_MAIL_DOMAINS, Provider, free_mail_problem, provider_for_host, providers_for_host
 
 if TYPE_CHECKING:
     from .config import Config
@@ -202,6 +202,12 @@ def check_spf(resolver: dns.resolver.Resolver, domain: str, relay: Provider | No
             f"The SPF record needs more than {SPF_LOOKUP_LIMIT} DNS lookups ({walk.lookups} counted), so receivers treat it as an error "
             "(RFC 7208 §4.6.4): remove the include: of services you no longer use.",
         )
+    if relay is not None and not walk.included:
+        return DnsFinding(
+            "SPF", domain, record, "error",
+            f"The SPF record does not include {relay.spf_include}, so mail from {relay.label}'s servers fails SPF.",
+            _with_include(record, relay.spf_include),
+        )
     if walk.problems:
         return DnsFinding("SPF", domain, record, "error", f"The SPF record's {walk.problems[0]}, which receivers treat as an error (RFC 7208 §5.2).")
     if relay is None:
@@ -209,12 +215,6 @@ def check_spf(resolver: dns.resolver.Resolver, domain: str, relay: Provider | No
             "SPF", domain, record, "warning",
             f"Cannot tell whether this record covers your relay {host or '(no [smtp] host set)'}: mailer has no preset for it. "
             "Check its documentation for the include: to publish.",
-        )
-    if not walk.included:
-        return DnsFinding(
-            "SPF", domain, record, "error",
-            f"The SPF record does not include {relay.spf_include}, so mail from {relay.label}'s servers fails SPF.",
-            _with_include(record, relay.spf_include),
         )
     ends = [t for t in terms if t.lstrip("~-?") == "all" or t.startswith("redirect=")]
     if not ends:
@@ -339,19 +339,24 @@ def _dkim_findings(config: "Config", resolver: dns.resolver.Resolver, domain: st
             name = f"{config.dkim.selector}._domainkey.{domain}"
             return [DnsFinding("DKIM", name, "", "error", exc.message)]
         return [check_dkim_key(resolver, domain, config.dkim.selector, key, key.public_record())]
-    if relay is None or not relay.dkim_selectors:
+    # Presets sharing the relay's servers (personal Gmail, Workspace) pool their selectors:
+    # a custom domain sent through smtp.gmail.com is a Workspace domain.
+    signers = [p for p in providers_for_host(config.smtp.host) if p.dkim_selectors]
+    selectors = [s for p in signers for s in p.dkim_selectors]
+    if not selectors:
         who = relay.label if relay else "your relay"
         return [DnsFinding(
             "DKIM", f"<selector>._domainkey.{domain}", "", "info",
             f"Not checked: {who} signs with a selector of its own. Turn DKIM on in its console and publish the records it gives.",
         )]
-    for selector in relay.dkim_selectors:
+    for selector in selectors:
         if txt_records(resolver, f"{selector}._domainkey.{domain}"):
             return [check_dkim_key(resolver, domain, selector)]
+    label = signers[0].label
     return [DnsFinding(
-        "DKIM", f"{relay.dkim_selectors[0]}._domainkey.{domain}", "", "warning",
-        f"No DKIM key for {relay.label} at {', '.join(s + '._domainkey.' + domain for s in relay.dkim_selectors)}: "
-        f"turn DKIM signing on in {relay.label}'s admin console and publish the record it gives.",
+        "DKIM", f"{selectors[0]}._domainkey.{domain}", "", "warning",
+        f"No DKIM key for {label} at {', '.join(s + '._domainkey.' + domain for s in selectors)}: "
+        f"turn DKIM signing on in {label}'s admin console and publish the record it gives.",
         "(the record your provider's console shows)",
     )]
 

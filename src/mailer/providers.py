@@ -18,6 +18,7 @@ import ipaddress
 import re
 import sys
 from dataclasses import dataclass
+from email.utils import parseaddr
 from typing import Any, Iterable
 
 
@@ -253,7 +254,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _domain_of(email: str) -> str:
-    return email.rpartition("@")[2].strip().rstrip(".").lower()
+    address = parseaddr(email)[1] or email  # "Jane <jane@gmail.com>" as well as the bare address
+    return address.rpartition("@")[2].strip().rstrip(".").lower()
 
 
 def _own_relay(domain: str) -> tuple[list[Provider], tuple[str, ...]]:

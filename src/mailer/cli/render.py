@@ -95,6 +95,9 @@ def check(
     nameserver: Annotated[
         Optional[str], typer.Option("--nameserver", help="With --dns: ask this DNS server (IP or IP:PORT), not the system's.")
     ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="With --dns: seconds to wait for the DNS answers of each name.")
+    ] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Pre-send checks of a letter (fields, links, unsubscribe, address, size, offer dates), and with --dns of your domain."""
@@ -131,7 +134,7 @@ def check(
         if errors:
             code = ExitCode.USAGE
     if dns:
-        dns_code, dns_document = _check_dns(st, ws, nameserver, as_json)
+        dns_code, dns_document = _check_dns(st, ws, nameserver, timeout, as_json)
         document["dns"] = dns_document
         code = max(code, dns_code)
     if as_json:
@@ -140,12 +143,12 @@ def check(
         raise typer.Exit(int(code))
 
 
-def _check_dns(st, ws, nameserver: str | None, as_json: bool) -> tuple[ExitCode, dict]:
+def _check_dns(st, ws, nameserver: str | None, timeout: float, as_json: bool) -> tuple[ExitCode, dict]:
     """`check --dns`: errors exit 2 (fix the records), no DNS answer exits 1, else 0."""
     from ..dnscheck import DnsFinding, NoDnsAnswer, check_sender_dns, make_resolver
 
     try:
-        resolver = make_resolver(nameserver)
+        resolver = make_resolver(nameserver, timeout)
     except NoDnsAnswer as exc:
         resolver = None
         findings = [DnsFinding("DNS", "", "", "warning", f"Cannot check: no DNS answer ({exc}). `mailer check --dns` needs to reach a DNS server.")]

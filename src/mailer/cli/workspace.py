@@ -11,7 +11,7 @@ import typer
 from ..config import EXAMPLE_CONFIG, Config, PracticeConfig, SenderConfig, load_config, render_config
 from ..errors import InputError
 from ..hipaa import hipaa_problems
-from ..providers import BY_NAME, apply_preset, names, provider_for_host
+from ..providers import BY_NAME, apply_preset, names, providers_for_host
 from ..store import Store
 from . import app, state
 
@@ -33,13 +33,15 @@ def _ask_practice(default: Config) -> Config:
     )
 
 
-def _ask_hipaa(config: Config, hipaa: bool, asking: bool) -> Config:
+def _ask_hipaa(config: Config, hipaa: bool, asking: bool, provider: str | None) -> Config:
     if not hipaa and asking:
         hipaa = typer.confirm("Is this a HIPAA-covered practice?", default=False)
     if not hipaa:
         return config
     baa = config.smtp.baa
-    relay = provider_for_host(config.smtp.host)
+    # The preset chosen, else one on the same servers that can be under a BAA (a custom
+    # domain through smtp.gmail.com is Google Workspace, not personal Gmail).
+    relay = BY_NAME[provider] if provider else next((p for p in providers_for_host(config.smtp.host) if p.baa), None)
     if asking and relay is not None and relay.baa:
         baa = typer.confirm(f"Have you signed a business associate agreement (BAA) with {relay.label}?", default=False)
     return dataclasses.replace(
@@ -83,7 +85,7 @@ def init(
         asking = not example and not no_input and out.stdin_is_terminal
         if asking:
             config = _ask_practice(config)
-        config = _ask_hipaa(config, hipaa, asking)
+        config = _ask_hipaa(config, hipaa, asking, provider.lower() if provider else None)
         fd = os.open(ws.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(render_config(config))
