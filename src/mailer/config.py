@@ -320,7 +320,7 @@ baa = {smtp_baa}                      # true once a business associate agreement
 batch_size = {sending_batch_size}       # messages per connection before a pause
 pause = {sending_pause}                 # seconds between batches
 rate = {sending_rate}                   # messages per minute; 0 = unlimited
-per_day = {sending_per_day}             # daily cap (e.g. 500 for Gmail); 0 = no cap
+per_day = {sending_per_day}             # daily cap (`mailer init --provider` sets one); 0 = no cap
 timezone = {sending_timezone}           # e.g. "America/New_York"; "" = this machine's
 max_lateness = {sending_max_lateness}   # hours; a scheduled campaign later than this waits for a human
 connections = {sending_connections}     # SMTP connections at once; most relays want 1

@@ -48,6 +48,7 @@ class DkimKey:
 
     @property
     def bits(self) -> int:
+        """The key's size: 2048 is what receivers expect, under 1024 they ignore it."""
         return self.modulus.bit_length()
 
     def public_record(self) -> str:
