@@ -74,3 +74,16 @@ def smtp_server():
 
     with SmtpServer.start() as server:
         yield server
+
+
+@pytest.fixture
+def dns_server():
+    """A real DNS server on 127.0.0.1 for this test: a started `tests.dns_server.DnsServer`.
+
+    Put TXT records in `dns_server.txt[name]`; point dnspython at it with
+    `dns_server.resolver()`, or the CLI with `--nameserver dns_server.address`.
+    """
+    from tests.dns_server import DnsServer
+
+    with DnsServer() as server:
+        yield server

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError
+from .hipaa import DEFAULT_CONDITION_WORDS
 from .text import CONTROL
 
 CONFIG_NAME = "mailer.toml"
@@ -27,6 +28,8 @@ class PracticeConfig:
     website: str = ""
     booking_url: str = ""
     logo_url: str = ""
+    hipaa: bool = False  # a HIPAA covered entity: the relay needs a BAA ([smtp] baa)
+    condition_words: tuple[str, ...] = DEFAULT_CONDITION_WORDS
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class SmtpConfig:
     password_env: str = "MAILER_SMTP_PASSWORD"
     timeout: float = 30.0  # float defaults: _coerce casts a value to its default's type
     envelope_from: str = ""
+    baa: bool = False  # a business associate agreement covers this relay
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,19 @@ class UnsubscribeConfig:
 
 
 @dataclass(frozen=True)
+class DkimConfig:
+    selector: str = ""
+    private_key_file: str = ""  # PEM, mode 0600; relative to the workspace
+
+
+@dataclass(frozen=True)
 class Config:
     practice: PracticeConfig = field(default_factory=PracticeConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     sending: SendingConfig = field(default_factory=SendingConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
 
 
 _SECTION_TYPES = {
@@ -79,6 +90,7 @@ _SECTION_TYPES = {
     "smtp": SmtpConfig,
     "sending": SendingConfig,
     "unsubscribe": UnsubscribeConfig,
+    "dkim": DkimConfig,
 }
 
 
@@ -88,6 +100,12 @@ def _coerce(section: str, key: str, value: Any, default: Any, path: Path) -> Any
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, not {value!r}.")
         return value
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of quoted strings, like [\"pain\", \"migraine\"].")
+        if any(CONTROL.search(v) for v in value):
+            raise ConfigError(f"{where} must hold one-line strings, without line breaks or control characters.")
+        return tuple(v.strip() for v in value if v.strip())
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, not {value!r}.")
@@ -132,6 +150,8 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         )
     if config.smtp.timeout <= 0:  # smtplib cannot wait 0 seconds: it would fail mid-send
         raise ConfigError(f"{path}: [smtp] timeout must be more than 0 seconds, e.g. 30.")
+    if bool(config.dkim.selector) != bool(config.dkim.private_key_file):
+        raise ConfigError(f"{path}: [dkim] selector and private_key_file go together; set both, or neither.")
     return config
 
 
@@ -223,6 +243,21 @@ def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _toml_list(items) -> str:
+    """A TOML array of strings, wrapped at about 88 columns."""
+    if not items:
+        return "[]"
+    lines, line = [], "   "
+    for item in items:
+        piece = f" {_q(item)},"
+        if len(line) + len(piece) > 88:
+            lines.append(line)
+            line = "   "
+        line += piece
+    lines.append(line)
+    return "[\n" + "\n".join(lines) + "\n]"
+
+
 CONFIG_TEMPLATE = """\
 # mailer.toml: settings for this mailing list's workspace.
 # Every key is optional; a missing key takes the default shown in its comment.
@@ -238,6 +273,9 @@ phone = {practice_phone}
 website = {practice_website}
 booking_url = {practice_booking_url}   # the "Book now" button of specials
 logo_url = {practice_logo_url}         # https URL of a logo image, or ""
+hipaa = {practice_hipaa}               # true for a HIPAA covered entity: the relay must be under a BAA
+# Audiences (tags, list names) and subjects naming these are warned about when hipaa = true:
+condition_words = {practice_condition_words}
 
 [sender]
 from_name = {sender_from_name}
@@ -252,12 +290,13 @@ username = {smtp_username}
 password_env = {smtp_password_env}      # name of the environment variable holding the password
 timeout = {smtp_timeout}                # seconds
 envelope_from = {smtp_envelope_from}    # bounce address for MAIL FROM; "" = from_email
+baa = {smtp_baa}                      # true once a business associate agreement covers this relay
 
 [sending]
 batch_size = {sending_batch_size}       # messages per connection before a pause
 pause = {sending_pause}                 # seconds between batches
 rate = {sending_rate}                   # messages per minute; 0 = unlimited
-per_day = {sending_per_day}             # daily cap (e.g. 500 for Gmail); 0 = no cap
+per_day = {sending_per_day}             # daily cap (`mailer init --provider` sets one); 0 = no cap
 timezone = {sending_timezone}           # e.g. "America/New_York"; "" = this machine's
 max_lateness = {sending_max_lateness}   # hours; a scheduled campaign later than this waits for a human
 connections = {sending_connections}     # SMTP connections at once; most relays want 1
@@ -265,6 +304,12 @@ connections = {sending_connections}     # SMTP connections at once; most relays 
 [unsubscribe]
 mailto = {unsubscribe_mailto}           # always offered; "" = from_email
 url = {unsubscribe_url}                 # https one-click endpoint, when you have one
+
+[dkim]
+# Only if you run your own relay: mailer signs each message itself. Your provider's
+# relay signs for you (turn DKIM on in its console) and these stay "".
+selector = {dkim_selector}              # publish the key at <selector>._domainkey.<your domain>
+private_key_file = {dkim_private_key_file}   # PEM file, chmod 600; never stored in the database
 """
 
 
@@ -273,8 +318,12 @@ def render_config(config: Config) -> str:
     values = {}
     for section in _SECTION_TYPES:
         for key, value in dataclasses.asdict(getattr(config, section)).items():
-            if isinstance(value, str):
+            if isinstance(value, bool):
+                values[f"{section}_{key}"] = "true" if value else "false"
+            elif isinstance(value, str):
                 values[f"{section}_{key}"] = _q(value)
+            elif isinstance(value, (tuple, list)):
+                values[f"{section}_{key}"] = _toml_list(value)
             elif isinstance(value, float) and value.is_integer():
                 values[f"{section}_{key}"] = str(int(value))
             else:

@@ -11,7 +11,7 @@ import typer
 
 from ..checks import run_checks
 from ..content import load_content
-from ..errors import ExitCode, MailerError, NotFound
+from ..errors import ExitCode, InputError, MailerError, NotFound
 from ..files import write_atomic
 from ..render import Renderer, resolve_templates, sample_subscriber, templates_in_use
 from ..tokens import verify_token
@@ -78,33 +78,108 @@ def preview(
 
 
 @app.command()
-def check(ctx: typer.Context, content: ContentArg, as_json: JsonOpt = False) -> None:
-    """Pre-send checks: required fields, links, unsubscribe and address, size, offer dates."""
+def check(
+    ctx: typer.Context,
+    content: Annotated[
+        Optional[Path], typer.Argument(help="The content file to check (Markdown with front matter); optional with --dns.")
+    ] = None,
+    dns: Annotated[
+        bool, typer.Option("--dns", help="Check the From domain's SPF, DKIM and DMARC records for your relay (needs DNS).")
+    ] = False,
+    nameserver: Annotated[
+        Optional[str], typer.Option("--nameserver", help="With --dns: ask this DNS server (IP or IP:PORT), not the system's.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="With --dns: seconds to wait for the DNS answers of each name.")
+    ] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pre-send checks of a letter (fields, links, unsubscribe, address, size, offer dates), and with --dns of your domain."""
     from ..checks import Check
 
+    if content is None and not dns:
+        raise InputError(
+            "Nothing to check: give a content file, or --dns.",
+            hint="`mailer check letter.md` checks a letter; `mailer check --dns` checks your domain's SPF, DKIM and DMARC.",
+        )
     st = state(ctx)
     ws = st.workspace()
-    try:
-        parsed = load_content(content)
-        checks = run_checks(parsed, resolve_templates(ws), ws.config, st.secret(), st.clock)
-    except MailerError as exc:
-        checks = [Check("error", "content file", exc.message + (f" ({exc.hint})" if exc.hint else ""))]
-    errors = sum(c.level == "error" for c in checks)
-    warnings = sum(c.level == "warning" for c in checks)
     out = st.output
-    if as_json:
-        out.json({
+    document: dict = {}
+    code = ExitCode.OK
+    if content is not None:
+        try:
+            parsed = load_content(content)
+            checks = run_checks(parsed, resolve_templates(ws), ws.config, st.secret(), st.clock)
+        except MailerError as exc:
+            checks = [Check("error", "content file", exc.message + (f" ({exc.hint})" if exc.hint else ""))]
+        errors = sum(c.level == "error" for c in checks)
+        warnings = sum(c.level == "warning" for c in checks)
+        document.update({
             "file": str(content),
             "ok": errors == 0,
             "errors": errors,
             "warnings": warnings,
             "checks": [{"level": c.level, "check": c.name, "message": c.message} for c in checks],
         })
-    else:
-        out.table(["level", "check", "message"], ([c.level, c.name, c.message] for c in checks), title=str(content))
-        out.info(f"{errors} error(s), {warnings} warning(s)" + ("; fix the errors before sending." if errors else "."))
-    if errors:
-        raise typer.Exit(int(ExitCode.USAGE))
+        if not as_json:
+            out.table(["level", "check", "message"], ([c.level, c.name, c.message] for c in checks), title=str(content))
+            out.info(f"{errors} error(s), {warnings} warning(s)" + ("; fix the errors before sending." if errors else "."))
+        if errors:
+            code = ExitCode.USAGE
+    if dns:
+        dns_code, dns_document = _check_dns(st, ws, nameserver, timeout, as_json)
+        document["dns"] = dns_document
+        code = max(code, dns_code)
+    if as_json:
+        out.json(document)
+    if code:
+        raise typer.Exit(int(code))
+
+
+def _check_dns(st, ws, nameserver: str | None, timeout: float, as_json: bool) -> tuple[ExitCode, dict]:
+    """`check --dns`: errors exit 2 (fix the records), no DNS answer exits 1, else 0."""
+    from ..dnscheck import DnsFinding, NoDnsAnswer, check_sender_dns, make_resolver
+
+    try:
+        resolver = make_resolver(nameserver, timeout)
+    except NoDnsAnswer as exc:
+        resolver = None
+        findings = [DnsFinding("DNS", "", "", "warning", f"Cannot check: no DNS answer ({exc}). `mailer check --dns` needs to reach a DNS server.")]
+    except ValueError:
+        raise InputError(f"--nameserver {nameserver!r} is not an IP address or IP:PORT, e.g. 127.0.0.1:5353.") from None
+    if resolver is not None:
+        findings = check_sender_dns(ws.config, resolver, home=ws.home)
+    errors = sum(f.level == "error" for f in findings)
+    warnings = sum(f.level == "warning" for f in findings)
+    unanswered = any(f.record == "DNS" for f in findings)
+    domain = next((f.name for f in findings if f.record in ("SPF", "From domain") and f.name), "")
+    document = {
+        "domain": domain,
+        "ok": errors == 0 and not unanswered,
+        "checked": not unanswered,
+        "errors": errors,
+        "warnings": warnings,
+        "records": [
+            {"record": f.record, "name": f.name, "found": f.found, "level": f.level, "verdict": f.verdict, "publish": f.publish}
+            for f in findings
+        ],
+    }
+    if not as_json:
+        st.output.table(
+            ["level", "record", "name", "found", "verdict", "publish"],
+            ([f.level, f.record, f.name, f.found, f.verdict, f.publish] for f in findings),
+            title=f"Sender authentication of {domain}" if domain else "Sender authentication",
+        )
+        if unanswered:
+            st.output.info("Nothing was checked: `mailer check --dns` needs DNS.")
+        else:
+            st.output.info(
+                f"{errors} error(s), {warnings} warning(s)"
+                + ("; publish the records shown, then run `mailer check --dns` again." if errors else ".")
+            )
+    code = ExitCode.USAGE if errors else ExitCode.PARTIAL if unanswered else ExitCode.OK
+    return code, document
 
 
 templates_app = sub_app("templates", "The message templates in use: packaged, or your own in the workspace.")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 from ..config import EXAMPLE_CONFIG, Config, PracticeConfig, SenderConfig, load_config, render_config
+from ..errors import InputError
 from ..files import private_dir, write_atomic
+from ..hipaa import hipaa_problems
 from ..home import open_list, start_new_list
+from ..providers import BY_NAME, apply_preset, names, providers_for_host
 from . import app, state
 
 
@@ -30,6 +33,24 @@ def _ask_practice(default: Config) -> Config:
     )
 
 
+def _ask_hipaa(config: Config, hipaa: bool, asking: bool, provider: str | None) -> Config:
+    if not hipaa and asking:
+        hipaa = typer.confirm("Is this a HIPAA-covered practice?", default=False)
+    if not hipaa:
+        return config
+    baa = config.smtp.baa
+    # The preset chosen, else one on the same servers that can be under a BAA (a custom
+    # domain through smtp.gmail.com is Google Workspace, not personal Gmail).
+    relay = BY_NAME[provider] if provider else next((p for p in providers_for_host(config.smtp.host) if p.baa), None)
+    if asking and relay is not None and relay.baa:
+        baa = typer.confirm(f"Have you signed a business associate agreement (BAA) with {relay.label}?", default=False)
+    return dataclasses.replace(
+        config,
+        practice=dataclasses.replace(config.practice, hipaa=True),
+        smtp=dataclasses.replace(config.smtp, baa=baa),
+    )
+
+
 @app.command()
 def init(
     ctx: typer.Context,
@@ -41,8 +62,17 @@ def init(
         bool,
         typer.Option("--new-list", help="Start an empty list with a new key; the old mailer.db and secret.key are kept, renamed."),
     ] = False,
+    provider: Annotated[
+        Optional[str],
+        typer.Option("--provider", help="Fill [smtp] and the sending limits for: " + ", ".join(names()) + "."),
+    ] = None,
+    hipaa: Annotated[
+        bool, typer.Option("--hipaa", help="A HIPAA-covered practice: sending needs a relay under a business associate agreement.")
+    ] = False,
 ) -> None:
     """Create the workspace: mailer.toml, mailer.db, templates/, outbox/ and logs/."""
+    if provider is not None and provider.lower() not in BY_NAME:
+        raise InputError(f"Unknown provider {provider!r}; the presets are: {', '.join(names())}.")
     st = state(ctx)
     ws = st.workspace(must_exist=False)
     out = st.output
@@ -50,12 +80,23 @@ def init(
     if ws.config_path.exists():
         load_config(ws.config_path)  # a broken file is reported, not overwritten
         out.info(f"{ws.config_path} already exists; left as it is.")
+        if provider or hipaa:
+            out.warn("--provider and --hipaa fill a new mailer.toml only; edit the existing one to change it.")
     else:
         config = EXAMPLE_CONFIG if example else Config(sender=SenderConfig(), practice=PracticeConfig())
-        if not example and not no_input and out.stdin_is_terminal:
+        if provider:
+            config = apply_preset(config, provider.lower())
+        asking = not example and not no_input and out.stdin_is_terminal
+        if asking:
             config = _ask_practice(config)
+        config = _ask_hipaa(config, hipaa, asking, provider.lower() if provider else None)
         write_atomic(ws.config_path, render_config(config), exclusive=True)
         out.info(f"Wrote {ws.config_path}" + ("" if example else "; edit it to fill in your practice and SMTP details."))
+        if provider:
+            p = BY_NAME[provider.lower()]
+            out.info(f"[smtp] and [sending] are set for {p.label}: {p.notes}.")
+        for problem in hipaa_problems(config):
+            out.warn(problem)
     for d in (ws.templates_dir, ws.outbox_dir, ws.logs_dir):
         private_dir(d)
     if new_list:
