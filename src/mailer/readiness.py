@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .config import Config
+from .hipaa import condition_warnings, hipaa_problems
+from .providers import free_mail_problem
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,16 @@ def message_problems(config: Config) -> list[Problem]:
         ))
     if u.url and not u.url.startswith("https://"):
         problems.append(_error("[unsubscribe] url", f"[unsubscribe] url in mailer.toml must start with https://, not {u.url!r}."))
+    free_mail = free_mail_problem(s.from_email, config.smtp.host) if s.from_email else None
+    if free_mail:
+        problems.append(_error("[sender] from_email", free_mail))
+    problems += [_error("[smtp] baa", p) for p in hipaa_problems(config) if p != free_mail]
     return problems
+
+
+def audience_problems(config: Config, subject: str, list_name: str | None, tags: tuple[str, ...] | list[str]) -> list[Problem]:
+    """Warnings about how a campaign is aimed: for a HIPAA practice, a condition in a list, tag or subject."""
+    return [_warning("[practice] condition_words", w) for w in condition_warnings(config, subject, list_name, tags)]
 
 
 def transport_problems(config: Config, environ: Mapping[str, str]) -> list[Problem]:

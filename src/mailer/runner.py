@@ -22,7 +22,7 @@ from .config import Workspace
 from .errors import ExitCode, InputError, MailerError
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign
-from .readiness import sending_problems
+from .readiness import audience_problems, sending_problems
 from .runlog import RunLog, loggable
 from .send import AudienceLog, CampaignSender, DeliveryLog, Event, SendOptions, SendResult, StoreLog
 from .store import Store
@@ -218,6 +218,7 @@ def run_campaign(
         renderer = None  # the checks meet the same error and report it as a check
     checks = checks_for(campaign, ws, secret, clock, renderer)
     problems = sending_problems(ws.config, environ, dry_run=dry_run)
+    problems += audience_problems(ws.config, campaign.subject, campaign.list_name, campaign.tags)
     seen = {c.message for c in checks}
     checks += [Check(p.level, p.key, p.message) for p in problems if p.message not in seen]
     observer.checked(checks, notes)
