@@ -904,7 +904,9 @@ def _no_network(monkeypatch) -> None:
 
 
 def _eml_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.eml"), key=lambda p: int(p.name.split("-", 1)[0]))
+    """The messages a dry-run wrote (n-address.eml), in sending order."""
+    return sorted((p for p in folder.glob("*.eml") if p.name.split("-", 1)[0].isdigit()),
+                  key=lambda p: int(p.name.split("-", 1)[0]))
 
 
 def test_dry_run_opens_no_connection_changes_nothing_and_writes_every_message(sending, monkeypatch):
@@ -930,13 +932,14 @@ def test_dry_run_opens_no_connection_changes_nothing_and_writes_every_message(se
         assert wire(header_address(msg)) == wire(address)
         assert msg["List-Unsubscribe"] and msg["Message-ID"]
 
-    # A second dry-run replaces the folder.
-    (folder / "stray.eml").write_text("left from before")
+    # A second dry-run replaces the messages the first one wrote, and touches nothing else.
+    (folder / "stray.eml").write_text("the practitioner's own file")
+    (folder / "999-someone@example.com.eml").write_text("written by an older dry-run")
     (files[0]).unlink()
     again = sending.m("send", sending.content, "--dry-run")
     assert again.exit_code == 0
     assert [p.name for p in _eml_files(folder)] == [p.name for p in files]
-    assert not (folder / "stray.eml").exists()
+    assert (folder / "stray.eml").read_text() == "the practitioner's own file"
     assert db.read_bytes() == before
 
     # A real send afterwards sends everything.

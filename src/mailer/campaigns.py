@@ -22,6 +22,7 @@ from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign
 from .render import Renderer, resolve_templates
 from .store import Store
+from .text import slug
 from .validate import InvalidValue, parse_lists, parse_tags
 
 
@@ -55,7 +56,7 @@ def draft_campaign(
     content = load_content(path)
     audience_list, tag_names = _audience(content, list_name, tags)
     return Campaign(
-        id=0, key=secrets.token_hex(5), name=name or path.stem, content_path=str(path),
+        id=0, key=secrets.token_hex(5), name=slug(name or path.stem), content_path=str(path),
         content_hash=_hash(content.text), content=content.text,
         templates=json.dumps(resolve_templates(ws), sort_keys=True), template=content.template,
         subject=content.subject, list_name=audience_list, tags=tag_names,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ def _coerce(section: str, key: str, value: Any, default: Any, path: Path) -> Any
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, not {value!r}.")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where} must be a number of seconds or messages, not {value!r}.")
         if value < 0:
             raise ConfigError(f"{where} must not be negative.")
         return type(default)(value)
@@ -152,6 +155,69 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(f"{path}: [smtp] timeout must be more than 0 seconds, e.g. 30.")
     if bool(config.dkim.selector) != bool(config.dkim.private_key_file):
         raise ConfigError(f"{path}: [dkim] selector and private_key_file go together; set both, or neither.")
+    return _with_checked_addresses(config, path)
+
+
+_ADDRESS_SETTINGS = (("sender", "from_email"), ("smtp", "envelope_from"), ("sender", "reply_to"), ("unsubscribe", "mailto"))
+
+
+def setting_address(value: str, where: str) -> str:
+    """An address from mailer.toml as it may travel in SMTP and headers: IDN domains as A-labels.
+
+    Our own addresses go out in MAIL FROM and in From/Reply-To/List-Unsubscribe, where a
+    relay without SMTPUTF8 cannot carry a non-ASCII local part: refused, naming the key.
+    """
+    from .validate import InvalidValue, ascii_domain, normalise_email
+
+    raw = value[7:] if value[:7].lower() == "mailto:" else value
+    if "?" in raw or "<" in raw or "," in raw:
+        raise ConfigError(f"{where} must be a plain address like news@example.com, not {value!r}.")
+    try:
+        address = normalise_email(raw)[0]
+        local, _, domain = address.rpartition("@")
+        domain = ascii_domain(domain)
+    except InvalidValue as exc:
+        raise ConfigError(f"{where} is not a usable address ({value!r}): {exc}") from None
+    if not local.isascii():
+        raise ConfigError(
+            f"{where} has non-ASCII characters before the @ ({value!r}), which most relays cannot carry "
+            "(they would need SMTPUTF8); use an ASCII address for the practice's own addresses."
+        )
+    return f"{local}@{domain}"
+
+
+def setting_url(value: str, where: str) -> str:
+    """An https link from mailer.toml: one line, no spaces or quotes, the host as an A-label."""
+    from urllib.parse import urlsplit
+
+    from .validate import InvalidValue, ascii_domain
+
+    if not value.startswith("https://"):
+        raise ConfigError(f"{where} must start with https:// (a link in every message), not {value!r}.")
+    if any(c in value for c in ' <>"\\'):
+        raise ConfigError(f"{where} contains spaces or characters a link cannot hold: {value!r}.")
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if not host:
+        raise ConfigError(f"{where} has no host name: {value!r}.")
+    try:
+        ascii_host = ascii_domain(host)
+    except InvalidValue as exc:
+        raise ConfigError(f"{where} has a host name that cannot be used ({exc}).") from None
+    return value if ascii_host == host else value.replace(host, ascii_host, 1)
+
+
+def _with_checked_addresses(config: Config, path: Path) -> Config:
+    """Every address setting checked (and IDN domains made ASCII) as the file is read."""
+    for section, key in _ADDRESS_SETTINGS:
+        table = getattr(config, section)
+        value = getattr(table, key)
+        if value:
+            checked = setting_address(value, f"{path}: [{section}] {key}")
+            config = dataclasses.replace(config, **{section: dataclasses.replace(table, **{key: checked})})
+    if config.unsubscribe.url:
+        url = setting_url(config.unsubscribe.url, f"{path}: [unsubscribe] url")
+        config = dataclasses.replace(config, unsubscribe=dataclasses.replace(config.unsubscribe, url=url))
     return config
 
 

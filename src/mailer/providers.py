@@ -243,7 +243,8 @@ def providers_for_host(host: str) -> list[Provider]:
     return [p for p in PROVIDERS if p.matches_host(host)]
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Is `host` this machine (localhost, 127.0.0.0/8, ::1)?"""
     host = _norm(host).strip("[]")
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -277,7 +278,7 @@ def free_mail_problem(from_email: str, smtp_host: str) -> str | None:
     onward route mailer cannot see).
     """
     domain = _domain_of(from_email)
-    if domain not in FREE_MAIL_DOMAINS or not smtp_host.strip() or _is_loopback(smtp_host):
+    if domain not in FREE_MAIL_DOMAINS or not smtp_host.strip() or is_loopback(smtp_host):
         return None
     presets, suffixes = _own_relay(domain)
     host = _norm(smtp_host)

@@ -11,7 +11,7 @@ from typing import Mapping
 
 from .config import Config
 from .hipaa import condition_warnings, hipaa_problems
-from .providers import free_mail_problem
+from .providers import free_mail_problem, is_loopback
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,13 @@ def transport_problems(config: Config, environ: Mapping[str, str]) -> list[Probl
     problems: list[Problem] = []
     if not c.host:
         problems.append(_error("[smtp] host", "No SMTP server is set: fill in [smtp] host in mailer.toml."))
+    if c.username and c.security == "none" and c.host and not is_loopback(c.host):
+        problems.append(_error(
+            "[smtp] security",
+            f"[smtp] security is \"none\" with a username, so the password would cross the network to {c.host} "
+            "unencrypted; mailer allows that only for a server on this machine.",
+            'Use security = "starttls" (port 587) or "ssl" (port 465).',
+        ))
     if c.username and not environ.get(c.password_env):
         problems.append(_error(
             "[smtp] password_env",

@@ -242,7 +242,7 @@ def run_campaign(
     if dry_run:
         outbox = outbox_for(ws, campaign)
         delivery_log = AudienceLog(store, campaign)
-        transport = transport or DryRunTransport(outbox)
+        transport = transport or DryRunTransport(outbox, outbox=ws.outbox_dir)
         transport.open()  # empties the folder even when nothing is left to write
     else:
         if not campaign.id:

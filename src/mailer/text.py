@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 # C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: none may reach
 # a mail header (a line break there would add headers of its own) or a terminal.
@@ -17,3 +18,15 @@ LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 def has_control(text: str) -> bool:
     """Does text hold a line break or another control character?"""
     return CONTROL.search(text) is not None
+
+
+def slug(text: str, max_len: int = 60) -> str:
+    """A name that is safe as one file name: letters, digits, `.`, `-`, `_`; never `..` or a leading dot.
+
+    Campaign names become folder names under outbox/, so `../../precious` must not climb out.
+    """
+    s = unicodedata.normalize("NFKC", text)
+    s = re.sub(r"[^\w.-]+", "-", s)
+    s = re.sub(r"\.{2,}", ".", s)
+    s = re.sub(r"-{2,}", "-", s).strip(".-_")
+    return s[:max_len].rstrip(".-_") or "campaign"

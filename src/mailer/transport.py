@@ -7,7 +7,7 @@ work either way and only the transport differs.
 from __future__ import annotations
 
 import re
-import shutil
+import os
 import smtplib
 import socket
 import ssl
@@ -300,11 +300,19 @@ def _reason(exc: BaseException) -> str:
 _UNSAFE_FILE_CHARS = re.compile(r"[^\w@.+-]", re.UNICODE)
 
 
-class DryRunTransport:
-    """Writes each message as outbox/<campaign>/<n>-<address>.eml; opens no connection."""
+_OUR_EML = re.compile(r"^\d+-[^/]*\.eml$")
 
-    def __init__(self, folder: Path, smtputf8: bool = True):
+
+class DryRunTransport:
+    """Writes each message as outbox/<campaign>/<n>-<address>.eml; opens no connection.
+
+    The files hold patients' addresses: 0600 in 0700 folders. A new dry-run of the same
+    campaign removes only the .eml files an earlier one wrote there, never anything else.
+    """
+
+    def __init__(self, folder: Path, smtputf8: bool = True, *, outbox: Path | None = None):
         self.folder = Path(folder)
+        self.outbox = Path(outbox) if outbox is not None else self.folder.parent
         self.description = str(self.folder)
         self._smtputf8 = smtputf8
         self._fresh = False
@@ -314,16 +322,27 @@ class DryRunTransport:
         return self._smtputf8
 
     def open(self) -> None:
-        if not self._fresh:  # a new dry-run of the same campaign replaces the folder
-            if self.folder.exists():
-                shutil.rmtree(self.folder)
-            self.folder.mkdir(parents=True)
-            self._fresh = True
+        if self._fresh:
+            return
+        outbox = self.outbox.resolve()
+        folder = self.folder.resolve()
+        if folder.parent != outbox:  # a campaign's name can never lead it elsewhere
+            raise ConfigError(f"The dry-run folder {self.folder} is not inside {self.outbox}; nothing was written.")
+        outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.folder.is_symlink():
+            raise ConfigError(f"{self.folder} is a symbolic link; remove it, then run the dry-run again.")
+        self.folder.mkdir(exist_ok=True, mode=0o700)
+        for old in self.folder.iterdir():  # what an earlier dry-run of this campaign wrote
+            if _OUR_EML.match(old.name) and old.is_file() and not old.is_symlink():
+                old.unlink()
+        self._fresh = True
 
     def send(self, envelope: Envelope, data: bytes) -> Reply:
         name = _UNSAFE_FILE_CHARS.sub("_", envelope.recipient).lstrip(".")
         path = self.folder / f"{envelope.seq}-{name}.eml"
-        path.write_bytes(data)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         return Reply(250, f"written to {path}")
 
     def close(self) -> None:
