@@ -67,12 +67,24 @@ class UnsubscribeConfig:
 
 
 @dataclass(frozen=True)
+class InboxConfig:
+    host: str = ""
+    port: int = 993
+    security: str = "ssl"
+    username: str = ""
+    password_env: str = ""  # "" = the SMTP one ([smtp] password_env)
+    folder: str = "INBOX"
+    before_send: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     practice: PracticeConfig = field(default_factory=PracticeConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     sending: SendingConfig = field(default_factory=SendingConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
 
 
 _SECTION_TYPES = {
@@ -81,6 +93,7 @@ _SECTION_TYPES = {
     "smtp": SmtpConfig,
     "sending": SendingConfig,
     "unsubscribe": UnsubscribeConfig,
+    "inbox": InboxConfig,
 }
 
 
@@ -134,6 +147,12 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         )
     if config.smtp.timeout <= 0:  # smtplib cannot wait 0 seconds: it would fail mid-send
         raise ConfigError(f"{path}: [smtp] timeout must be more than 0 seconds, e.g. 30.")
+    if config.inbox.security not in ("ssl", "starttls"):
+        raise ConfigError(
+            f"{path}: [inbox] security must be \"ssl\" or \"starttls\", not {config.inbox.security!r}."
+        )
+    if not config.inbox.folder:
+        raise ConfigError(f"{path}: [inbox] folder must name a folder, e.g. \"INBOX\".")
     return config
 
 
@@ -228,6 +247,11 @@ class Workspace:
             fh.write(key.hex() + "\n")
         return key
 
+    def inbox_password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The IMAP password: [inbox] password_env, else the SMTP one's variable."""
+        environ = os.environ if environ is None else environ
+        return environ.get(self.config.inbox.password_env or self.config.smtp.password_env) or None
+
     def smtp_password(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The SMTP password from the environment variable named in [smtp] password_env."""
         environ = os.environ if environ is None else environ
@@ -289,6 +313,16 @@ connections = {sending_connections}     # SMTP connections at once; most relays 
 [unsubscribe]
 mailto = {unsubscribe_mailto}           # always offered; "" = from_email
 url = {unsubscribe_url}                 # https one-click endpoint, when you have one
+
+[inbox]
+# Where replies, bounces and unsubscribe mails arrive (`mailer inbox process`).
+host = {inbox_host}                     # IMAP server; or use --mbox FILE / --maildir DIR
+port = {inbox_port}                     # 993 for ssl, 143 for starttls
+security = {inbox_security}             # ssl | starttls (the certificate is always verified)
+username = {inbox_username}
+password_env = {inbox_password_env}     # "" = the same variable as [smtp] password_env
+folder = {inbox_folder}
+before_send = {inbox_before_send}       # run-due processes the inbox before sending
 """
 
 
@@ -299,6 +333,8 @@ def render_config(config: Config) -> str:
         for key, value in dataclasses.asdict(getattr(config, section)).items():
             if isinstance(value, str):
                 values[f"{section}_{key}"] = _q(value)
+            elif isinstance(value, bool):
+                values[f"{section}_{key}"] = "true" if value else "false"
             elif isinstance(value, float) and value.is_integer():
                 values[f"{section}_{key}"] = str(int(value))
             else:
