@@ -299,8 +299,7 @@ class ImapSource:
         imap = self._imap
         assert imap is not None
         if self.move_to:
-            imap.capability()  # servers announce MOVE after login
-            capabilities = _capabilities(imap)
+            capabilities = _capabilities(imap)  # asked again: servers announce MOVE after login
             if "MOVE" not in capabilities:
                 raise MailboxError(
                     f"The IMAP server {self.where} cannot move messages (no MOVE extension), and mailer never "
@@ -375,9 +374,11 @@ class ImapSource:
 
 
 def _capabilities(imap: imaplib.IMAP4) -> set[str]:
-    found = set(imap.capabilities)
-    for line in imap.untagged_responses.get("CAPABILITY", []) or []:
-        found.update(line.decode("ascii", "replace").upper().split())
+    found = {c.upper() for c in imap.capabilities}
+    typ, data = imap.capability()
+    for line in data if typ == "OK" else []:
+        if isinstance(line, bytes):
+            found.update(line.decode("ascii", "replace").upper().split())
     return found
 
 
