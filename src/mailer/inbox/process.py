@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, runtime_checkable
 
 from ..clock import Clock, iso
 from .classify import Failure, Kind, Verdict, classify
@@ -48,6 +48,7 @@ class SubscriberRef:
     status: str  # active | unsubscribed | bounced
 
 
+@runtime_checkable
 class MailboxActions(Protocol):
     """What the inbox loop asks of the store. Each change is one state transition; the
     rules that decide which to call live in process.py, not behind this interface."""
@@ -89,6 +90,7 @@ class MailboxActions(Protocol):
         ...
 
 
+@runtime_checkable
 class ProcessedLog(Protocol):
     """Which messages were already processed, and where an IMAP folder was left."""
 
