@@ -93,6 +93,17 @@ def test_since_searches_by_date_instead_of_the_last_uid(imap_server, store, cloc
     assert summary.read == 2 and summary.already_processed == 1
 
 
+def test_a_since_run_never_moves_the_position_back(imap_server, store, clock):
+    imap_server.append(sample("postfix_dsn_hard"), when=datetime(2026, 11, 25, tzinfo=timezone.utc))
+    imap_server.append(sample("remove_me_reply"), when=datetime(2026, 10, 1, tzinfo=timezone.utc))
+    run(source(imap_server), store, clock)
+    cursor = dict(store.cursors)
+    assert next(iter(cursor.values())).endswith(f":{imap_server.uids()[-1]}")
+    summary, _ = run(source(imap_server, since=date(2026, 11, 1)), store, clock)  # finds only the first
+    assert summary.read == 1
+    assert store.cursors == cursor
+
+
 def test_move_to_moves_what_was_handled_and_leaves_the_rest(imap_server, store, clock):
     imap_server.create("Processed")
     for name in ("postfix_dsn_hard", "thanks_reply", "remove_me_reply"):
@@ -161,3 +172,19 @@ def test_missing_settings_say_which(store):
         ImapSource(InboxConfig(), "pw")
     with pytest.raises(ConfigError, match="MAILER_SMTP_PASSWORD"):
         ImapSource(InboxConfig(host="imap.example.com", username="u"), None, password_env="MAILER_SMTP_PASSWORD")
+
+
+def test_inbox_settings_are_checked_like_the_others(tmp_path):
+    from mailer.config import load_config
+
+    path = tmp_path / "mailer.toml"
+    path.write_text('[inbox]\nsecurity = "none"\n')
+    with pytest.raises(ConfigError, match=r'\[inbox\] security must be "ssl" or "starttls"'):
+        load_config(path)
+    path.write_text('[inbox]\nbefore_send = "yes"\n')
+    with pytest.raises(ConfigError, match="before_send must be true or false"):
+        load_config(path)
+    path.write_text('[inbox]\nhost = "imap.example.com"\nbefore_send = true\n')
+    inbox = load_config(path).inbox
+    assert (inbox.host, inbox.port, inbox.security, inbox.folder, inbox.before_send) == (
+        "imap.example.com", 993, "ssl", "INBOX", True)

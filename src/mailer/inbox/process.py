@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Protocol, runtime_checkable
 
 from ..clock import Clock, iso
 from .classify import Failure, Kind, Verdict, classify
-from .sources import Incoming, Source
+from .sources import Incoming, Source, later_position
 
 SOFT_BOUNCE_LIMIT = 3  # temporary bounces, on different campaigns, before an address is suppressed
 
@@ -205,7 +205,8 @@ def process_inbox(
             if on_message is not None:
                 on_message(report)
     finally:
-        if position and source.cursor_name and not dry_run:
+        # A --since run may end below where the last run left off: never move back.
+        if position and source.cursor_name and not dry_run and later_position(position, after):
             state.save_cursor(source.cursor_name, position, iso(clock.now()))
         source.close()
     return summary

@@ -415,6 +415,17 @@ def _quietly_logout(imap: imaplib.IMAP4) -> None:
             pass
 
 
+def later_position(new: str, old: str | None) -> bool:
+    """Is IMAP position `new` ("UIDVALIDITY:UID") past `old`? A changed UIDVALIDITY always is."""
+    if not old:
+        return True
+    new_validity, _, new_uid = new.partition(":")
+    old_validity, _, old_uid = old.partition(":")
+    if new_validity != old_validity or not (new_uid.isdigit() and old_uid.isdigit()):
+        return True
+    return int(new_uid) > int(old_uid)
+
+
 def parse_since(text: str) -> date:
     """--since DATE: YYYY-MM-DD."""
     try:
