@@ -103,6 +103,7 @@ class Verdict:
 
     @property
     def is_bounce(self) -> bool:
+        """A hard or soft bounce."""
         return self.kind in (Kind.BOUNCE_HARD, Kind.BOUNCE_SOFT)
 
 

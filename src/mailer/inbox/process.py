@@ -126,6 +126,7 @@ class MessageReport:
     campaign_id: int | None = None
 
     def as_json(self) -> dict:
+        """The line as a JSON object (`--json -v`)."""
         return {
             "where": self.source_key, "message": self.key, "kind": self.kind, "outcome": self.outcome,
             "reason": self.reason, "from": self.sender, "subject": self.subject,
@@ -155,6 +156,7 @@ class InboxSummary:
     moved: int = 0
 
     def as_json(self) -> dict:
+        """The counts as one JSON document (`--json`)."""
         return {
             "source": self.source, "dry_run": self.dry_run, "read": self.read,
             "bounces": {"hard": self.bounces_hard, "soft": self.bounces_soft, "suppressed": self.suppressed},

@@ -74,6 +74,7 @@ class MboxSource:
         self.name = f"mbox {self.path}"
 
     def messages(self, after: str | None = None) -> Iterator[Incoming]:
+        """Each message of the file, front to back (`after` is ignored: an mbox has no position)."""
         try:
             handle = open(self.path, "rb")
         except OSError as exc:
@@ -88,7 +89,7 @@ class MboxSource:
         return False
 
     def close(self) -> None:
-        pass
+        """Nothing stays open between messages."""
 
 
 def _split_mbox(handle: BinaryIO, path: Path) -> Iterator[Incoming]:
@@ -149,6 +150,7 @@ class MaildirSource:
             raise InputError("--archive must name another maildir than the one being read.")
 
     def messages(self, after: str | None = None) -> Iterator[Incoming]:
+        """Each message of new/, then cur/, in file-name order (delivery order for most programs)."""
         for sub in ("new", "cur"):
             try:
                 names = sorted(n for n in os.listdir(self.path / sub) if not n.startswith("."))
@@ -182,7 +184,7 @@ class MaildirSource:
         return True
 
     def close(self) -> None:
-        pass
+        """Nothing stays open between messages."""
 
 
 def _since(data: bytes, since: date | None) -> bool:
@@ -315,6 +317,7 @@ class ImapSource:
         self.uidvalidity = (validity[0] or b"").decode("ascii", "replace") if validity and validity[0] else ""
 
     def close(self) -> None:
+        """Log out (idempotent)."""
         # LOGOUT, never CLOSE: CLOSE would expunge whatever another client flagged \Deleted.
         if self._imap is not None:
             _quietly_logout(self._imap)
@@ -323,6 +326,7 @@ class ImapSource:
     # -- reading ------------------------------------------------------------------------
 
     def messages(self, after: str | None = None) -> Iterator[Incoming]:
+        """Each message above the UID in `after` (or dated since `since`), in UID order."""
         self.open()
         imap = self._imap
         assert imap is not None
