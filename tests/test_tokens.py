@@ -57,3 +57,34 @@ def test_surrounding_whitespace_from_a_pasted_link_is_forgiven():
 def test_any_token_reads_back_as_made(subscriber_id, list_name, issued):
     token = make_token(SECRET, subscriber_id, list_name, issued)
     assert verify_token(SECRET, token) == (subscriber_id, list_name, issued)
+
+
+# -- VERP tokens ---------------------------------------------------------------------------
+
+from mailer.tokens import looks_like_verp_token, make_verp_token, verify_verp_token  # noqa: E402
+
+
+def test_a_verp_token_names_the_delivery_and_fits_a_local_part():
+    token = make_verp_token(SECRET, 987654)
+    assert re.fullmatch(r"[a-z0-9-]{1,31}", token)
+    assert len(f"bounces+{token}") <= 64  # RFC 5321 local-part limit
+    assert verify_verp_token(SECRET, token) == 987654
+    assert looks_like_verp_token(token)
+
+
+def test_a_verp_token_survives_a_server_that_changes_its_case():
+    token = make_verp_token(SECRET, 42)
+    assert verify_verp_token(SECRET, token.upper()) == 42
+
+
+def test_every_changed_character_of_a_verp_token_makes_it_invalid():
+    token = make_verp_token(SECRET, 31337)
+    for i, old in enumerate(token):
+        for new in string.ascii_lowercase + string.digits + "-":
+            if new == old:
+                continue
+            with pytest.raises(InputError):
+                verify_verp_token(SECRET, token[:i] + new + token[i + 1:])
+    with pytest.raises(InputError):
+        verify_verp_token(b"another workspace", token)
+    assert not looks_like_verp_token("news+weekly")

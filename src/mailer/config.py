@@ -76,6 +76,17 @@ class DkimConfig:
 
 
 @dataclass(frozen=True)
+class InboxConfig:
+    host: str = ""
+    port: int = 993
+    security: str = "ssl"
+    username: str = ""
+    password_env: str = ""  # "" = the SMTP one ([smtp] password_env)
+    folder: str = "INBOX"
+    before_send: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     practice: PracticeConfig = field(default_factory=PracticeConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
@@ -83,6 +94,7 @@ class Config:
     sending: SendingConfig = field(default_factory=SendingConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    inbox: InboxConfig = field(default_factory=InboxConfig)
 
 
 _SECTION_TYPES = {
@@ -92,6 +104,7 @@ _SECTION_TYPES = {
     "sending": SendingConfig,
     "unsubscribe": UnsubscribeConfig,
     "dkim": DkimConfig,
+    "inbox": InboxConfig,
 }
 
 
@@ -155,6 +168,7 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(f"{path}: [smtp] timeout must be more than 0 seconds, e.g. 30.")
     if bool(config.dkim.selector) != bool(config.dkim.private_key_file):
         raise ConfigError(f"{path}: [dkim] selector and private_key_file go together; set both, or neither.")
+    _inbox_checks(config, path)
     return _with_checked_addresses(config, path)
 
 
@@ -219,6 +233,16 @@ def _with_checked_addresses(config: Config, path: Path) -> Config:
         url = setting_url(config.unsubscribe.url, f"{path}: [unsubscribe] url")
         config = dataclasses.replace(config, unsubscribe=dataclasses.replace(config.unsubscribe, url=url))
     return config
+
+
+def _inbox_checks(config: Config, path: Path) -> None:
+    """[inbox]: IMAP always over TLS, and a folder to read."""
+    if config.inbox.security not in ("ssl", "starttls"):
+        raise ConfigError(
+            f"{path}: [inbox] security must be \"ssl\" or \"starttls\", not {config.inbox.security!r}."
+        )
+    if not config.inbox.folder:
+        raise ConfigError(f"{path}: [inbox] folder must name a folder, e.g. \"INBOX\".")
 
 
 def load_config(path: Path) -> Config:
@@ -289,6 +313,11 @@ class Workspace:
     @property
     def lock_path(self) -> Path:
         return self.home / "mailer.lock"
+
+    def inbox_password(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The IMAP password: [inbox] password_env, else the SMTP one's variable."""
+        environ = os.environ if environ is None else environ
+        return environ.get(self.config.inbox.password_env or self.config.smtp.password_env) or None
 
     def smtp_password(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The SMTP password from the environment variable named in [smtp] password_env."""
@@ -376,6 +405,16 @@ url = {unsubscribe_url}                 # https one-click endpoint, when you hav
 # relay signs for you (turn DKIM on in its console) and these stay "".
 selector = {dkim_selector}              # publish the key at <selector>._domainkey.<your domain>
 private_key_file = {dkim_private_key_file}   # PEM file, chmod 600; never stored in the database
+
+[inbox]
+# Where replies, bounces and unsubscribe mails arrive (`mailer inbox process`).
+host = {inbox_host}                     # IMAP server; or use --mbox FILE / --maildir DIR
+port = {inbox_port}                     # 993 for ssl, 143 for starttls
+security = {inbox_security}             # ssl | starttls (the certificate is always verified)
+username = {inbox_username}
+password_env = {inbox_password_env}     # "" = the same variable as [smtp] password_env
+folder = {inbox_folder}
+before_send = {inbox_before_send}       # run-due processes the inbox before sending
 """
 
 

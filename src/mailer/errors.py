@@ -74,3 +74,9 @@ class LockedError(MailerError):
     """Another process holds the workspace lock."""
 
     exit_code = ExitCode.LOCKED
+
+
+class MailboxError(MailerError):
+    """The mailbox (IMAP server) cannot be reached, refuses our login, or cannot do what was asked."""
+
+    exit_code = ExitCode.SMTP  # "cannot reach or log in to the mail server"

@@ -94,6 +94,25 @@ def open_list(ws: Workspace) -> tuple[Store, bytes]:
     return store, key
 
 
+def forget_files(ws: Workspace, email: str) -> int:
+    """Erasure, on disk: the dry-run messages (outbox/*/<n>-<address>.eml) written for this address.
+
+    Compared case-insensitively, with the domain as written and as its A-label.
+    """
+    from .transport import envelope_address
+
+    names = {email.lower(), envelope_address(email)[0].lower()}
+    removed = 0
+    if not ws.outbox_dir.is_dir():
+        return 0
+    for path in ws.outbox_dir.glob("*/*.eml"):
+        stem = path.name[:-4].split("-", 1)[-1].lower()
+        if stem in names or any(stem == n.replace("/", "_") for n in names):
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def start_new_list(ws: Workspace, stamp: str) -> list[Path]:
     """`mailer init --new-list`: put the old mailer.db and secret.key aside (renamed, never deleted).
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import iso
+from .text import mask_addresses
 
 MAX_BYTES = 1_000_000
 BACKUPS = 5
@@ -26,7 +27,8 @@ class RunLog:
         self.pid = os.getpid()
 
     def write(self, event: str, **fields: Any) -> None:
-        record = {"time": iso(self.clock.now()), "pid": self.pid, "command": self.command, "event": event, **fields}
+        """Append one event; any address in its text is masked (the log outlives an erasure)."""
+        record = _masked({"time": iso(self.clock.now()), "pid": self.pid, "command": self.command, "event": event, **fields})
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,16 @@ class RunLog:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_addresses(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
 
 
 def loggable(event, campaign: int) -> dict:

@@ -30,3 +30,15 @@ def slug(text: str, max_len: int = 60) -> str:
     s = re.sub(r"\.{2,}", ".", s)
     s = re.sub(r"-{2,}", "-", s).strip(".-_")
     return s[:max_len].rstrip(".-_") or "campaign"
+
+
+_ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:]+")
+
+
+def mask_addresses(text: str) -> str:
+    """Every email address in a text (a server's reply, a bounce's words) replaced by `address`.
+
+    Replies are kept for months in the delivery log and the run log; the row they belong
+    to already names the person, and an erasure must leave no address behind.
+    """
+    return _ADDRESS.sub("address", text) if "@" in text else text

@@ -83,3 +83,56 @@ def verify_token(secret: bytes, token: str) -> TokenInfo:
     if not hmac.compare_digest(expected.encode("ascii"), token.encode("ascii")):
         raise bad
     return info
+
+
+# -- VERP: the bounce address names the delivery ------------------------------------------
+
+_VERP_PURPOSE = b"mailer verp token v1\x00"
+_VERP_MAC_BYTES = 10  # 80 bits, 16 base32 characters
+# Lower case only: some relays and mailbox servers change the case of a local part, so
+# the token must read the same whatever case it comes back in.
+_VERP_SHAPE = re.compile(r"^d([0-9a-z]{1,13})-([a-z2-7]{16})$")
+
+
+def _verp_mac(secret: bytes, delivery_id: int) -> str:
+    digest = hmac.new(secret, _VERP_PURPOSE + str(delivery_id).encode("ascii"), hashlib.sha256).digest()
+    return base64.b32encode(digest[:_VERP_MAC_BYTES]).decode("ascii").lower()
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
+
+
+def make_verp_token(secret: bytes, delivery_id: int) -> str:
+    """A signed token naming one delivery, for a bounce address `bounces+TOKEN@domain`.
+
+    Letters, digits and one hyphen, lower case: valid in any local part and unharmed
+    by servers that fold its case. At most 31 characters.
+    """
+    if not isinstance(delivery_id, int) or delivery_id < 0 or delivery_id >= 36**13:
+        raise ValueError(f"delivery_id must be a non-negative int, not {delivery_id!r}")
+    return f"d{_base36(delivery_id)}-{_verp_mac(secret, delivery_id)}"
+
+
+def looks_like_verp_token(text: str) -> bool:
+    """Has text the shape of a VERP token (whether or not its signature is good)?"""
+    return bool(_VERP_SHAPE.match(text.strip().lower()))
+
+
+def verify_verp_token(secret: bytes, token: str) -> int:
+    """The delivery id a VERP token names; InputError if it was altered or is not one."""
+    bad = InputError("This bounce address token is not valid: it was changed or made for another workspace.")
+    match = _VERP_SHAPE.match(token.strip().lower())
+    if not match:
+        raise bad
+    delivery_id = int(match.group(1), 36)
+    # Only the canonical spelling (no leading zeros) is one we made.
+    if match.group(1) != _base36(delivery_id) or delivery_id >= 36**13 or not hmac.compare_digest(_verp_mac(secret, delivery_id), match.group(2)):
+        raise bad
+    return delivery_id

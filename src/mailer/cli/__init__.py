@@ -180,6 +180,7 @@ from . import render as _render  # noqa: E402,F401
 from . import campaign as _campaign  # noqa: E402,F401
 from . import send as _send  # noqa: E402,F401
 from . import cron as _cron  # noqa: E402,F401
+from . import inbox as _inbox  # noqa: E402,F401
 
 
 def main() -> None:

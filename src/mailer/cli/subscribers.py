@@ -14,6 +14,7 @@ import typer
 from ..csvio import EXPORT_COLUMNS, export_row, write_csv
 from ..errors import ExitCode, InputError
 from ..files import atomic_writer
+from ..home import forget_files
 from ..imports import import_file, one_row
 from ..models import STATUSES, ImportSummary, Subscriber
 from ..store import Store
@@ -302,6 +303,7 @@ def erase(
         if not typer.confirm(f"Erase everything about {email}? This cannot be undone", default=False):
             raise typer.Exit(int(ExitCode.USAGE))
     existed = store.subscribers.erase(key, st.secret(), check_text(reason, "reason"), st.now())
+    forget_files(st.workspace(), key)
     if not existed:
         st.output.info(f"{email} was not on the list; it is now suppressed so it can never be added.")
     else:

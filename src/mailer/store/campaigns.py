@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 from ..errors import NotFound
 from ..lifecycle import NOT_STARTED, CampaignStatus, SubscriberStatus, Transition, campaign_transition, forbidden
 from ..models import Campaign
+from ..text import mask_addresses
 from .db import pack, unpack
 from .subscribers import filters
 
@@ -150,7 +151,7 @@ class CampaignStore:
 
     def pause(self, campaign_id: int, reason: str) -> Campaign:
         """sending -> paused, saying why (only a person's `mailer send ID` resumes it)."""
-        return self._transition(campaign_id, "pause", status_reason=reason)
+        return self._transition(campaign_id, "pause", status_reason=mask_addresses(reason))
 
     def resume(self, campaign_id: int) -> Campaign:
         """paused|done -> sending: a person asked to go on, or to retry what failed."""

@@ -91,6 +91,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: str):
         from .campaigns import CampaignStore
         from .deliveries import DeliveryStore
+        from .mailbox import MailboxStore
         from .subscribers import SubscriberStore
 
         self.conn = conn
@@ -99,6 +100,7 @@ class Store:
         self.subscribers: SubscriberStore = SubscriberStore(self)
         self.campaigns: CampaignStore = CampaignStore(self)
         self.deliveries: DeliveryStore = DeliveryStore(self)
+        self.mailbox: MailboxStore = MailboxStore(self)
 
     @property
     def in_memory(self) -> bool:

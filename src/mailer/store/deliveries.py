@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ..lifecycle import DeliveryStatus, Transition, delivery_transition, forbidden
 from ..models import DELIVERY_STATUSES, Delivery, Outcome
+from ..text import mask_addresses
 
 if TYPE_CHECKING:
     from .db import Store
@@ -102,7 +103,7 @@ class DeliveryStore:
         self._one(
             "record_outcome", outcome.delivery.id,
             "reply = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END",
-            (outcome.reply, now, str(outcome.status), now), str(outcome.status),
+            (mask_addresses(outcome.reply), now, str(outcome.status), now), str(outcome.status),
         )
         if outcome.bounce:
             self.db.subscribers.bounce_by_delivery(outcome.delivery.id, outcome.reply, now)
@@ -135,17 +136,17 @@ class DeliveryStore:
     def mark_unknown(self, delivery_id: int, reason: str, now: str) -> None:
         """sending -> unknown: it may have arrived, so it is never resent without --retry-unknown."""
         with self.db.transaction():
-            self._one("mark_unknown", delivery_id, "reply = ?, updated_at = ?", (reason, now), D.UNKNOWN)
+            self._one("mark_unknown", delivery_id, "reply = ?, updated_at = ?", (mask_addresses(reason), now), D.UNKNOWN)
 
     def release(self, delivery_id: int, reason: str, now: str) -> None:
         """sending -> pending: no byte of it reached the server, so the next run sends it."""
         with self.db.transaction():
-            self._one("release", delivery_id, "reply = ?, updated_at = ?", (reason, now), D.PENDING)
+            self._one("release", delivery_id, "reply = ?, updated_at = ?", (mask_addresses(reason), now), D.PENDING)
 
     def skip(self, delivery_id: int, status: DeliveryStatus, reason: str, now: str) -> None:
         """pending -> skipped (gone since the audience was fixed) or failed (cannot be sent at all)."""
         with self.db.transaction():
-            self._one("skip", delivery_id, "reply = ?, updated_at = ?", (reason, now), status)
+            self._one("skip", delivery_id, "reply = ?, updated_at = ?", (mask_addresses(reason), now), status)
 
     def mark_interrupted(self, now: str) -> int:
         """Rows left in 'sending' by a run that died: their fate is unknown, so they are not resent.

@@ -80,8 +80,45 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_todo ON deliveries (campaign_id, status, seq);
 """
 
+M003_MAILBOX_LOOP = """
+-- What happened to a person and why, newest last: bounces, complaints, unsubscribes,
+-- list changes. Erasure clears the row's link and words (the campaign's counts stay).
+CREATE TABLE subscriber_events (
+    id            INTEGER PRIMARY KEY,
+    subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
+    time          TEXT NOT NULL,
+    kind          TEXT NOT NULL,               -- hard-bounce | soft-bounce | complaint | unsubscribe | ...
+    list_name     TEXT NOT NULL DEFAULT '',
+    campaign_id   INTEGER REFERENCES campaigns (id),
+    delivery_id   INTEGER REFERENCES deliveries (id),
+    detail        TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX subscriber_events_of ON subscriber_events (subscriber_id, kind);
+CREATE INDEX subscriber_events_by_campaign ON subscriber_events (campaign_id, kind) WHERE campaign_id IS NOT NULL;
+
+-- Every mail the inbox loop has handled, by its Message-ID (or a hash of its headers):
+-- the same mailbox read twice changes nothing the second time.
+CREATE TABLE inbox_messages (
+    key           TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    outcome       TEXT NOT NULL,
+    processed_at  TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Where a resumable mailbox (an IMAP folder) was left: "UIDVALIDITY:UID".
+CREATE TABLE inbox_cursors (
+    name        TEXT PRIMARY KEY,
+    position    TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- A bounce names the message it returns by its Message-ID.
+CREATE INDEX deliveries_by_message_id ON deliveries (message_id) WHERE message_id != '';
+"""
+
 # (name, SQL script). The position in this list is the schema version.
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_campaigns", M002_CAMPAIGNS),
+    ("m003_mailbox_loop", M003_MAILBOX_LOOP),
 ]

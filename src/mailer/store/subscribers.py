@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 from ..errors import NotFound
 from ..lifecycle import SubscriberStatus
 from ..models import ImportSummary, Reject, Subscriber
+from ..text import mask_addresses
 from .db import pack, unpack
 
 if TYPE_CHECKING:
@@ -321,7 +322,7 @@ class SubscriberStore:
         self.conn.execute(
             "UPDATE subscribers SET status = 'bounced', unsubscribed_at = ?, unsubscribed_reason = ?, "
             "updated_at = ? WHERE status = 'active' AND id = (SELECT subscriber_id FROM deliveries WHERE id = ?)",
-            (now, reply[:200], now, delivery_id),
+            (now, mask_addresses(reply)[:200], now, delivery_id),
         )
 
     def erase(self, email_key: str, secret: bytes, reason: str, now: str) -> bool:
@@ -348,4 +349,8 @@ class SubscriberStore:
         self.conn.execute(
             "UPDATE deliveries SET email = '', reply = '', subscriber_id = NULL WHERE subscriber_id = ?",
             (subscriber_id,),
+        )
+        # Their history goes; a complaint still counts against its campaign, naming nobody.
+        self.conn.execute(
+            "UPDATE subscriber_events SET detail = '', subscriber_id = NULL WHERE subscriber_id = ?", (subscriber_id,)
         )

@@ -1,0 +1,191 @@
+"""The mailbox loop end to end: send, mail comes back, the list changes, the next campaign knows.
+
+A campaign goes out through the aiosmtpd test server. Then the mail a real relay and real
+people would send back is built from the messages the server received (their Message-IDs
+and List-Unsubscribe tokens): a bounce, an unsubscribe mail, a spam complaint, a delayed
+notice. It is put into an mbox file, or into a real IMAP server (pymap), and
+`mailer inbox process` runs against the real store. The next campaign must skip exactly
+the people who bounced, left or complained; a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import re
+import sqlite3
+from contextlib import closing
+from email.message import EmailMessage
+from email.utils import format_datetime
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.imap_server import CA_FILE, ImapServer
+from tests.test_send import EVERYONE, REPO, db_dump, sample_workspace, sending, set_config, wire  # noqa: F401
+
+RELAY = "mailer-daemon@relay.example.net"
+WHEN = format_datetime(datetime(2026, 11, 26, 8, 0, tzinfo=UTC))
+
+
+def returned_headers(original) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in original.items() if k in ("From", "To", "Subject", "Date", "Message-ID"))
+
+
+def dsn(original, recipient: str, *, action: str = "failed", status: str = "5.1.1") -> bytes:
+    """An RFC 3464 report as Postfix writes it, returning the original's headers."""
+    diagnostic = (f"550 5.1.1 <{recipient}>: Recipient address rejected: User unknown" if action == "failed"
+                  else "451 4.2.0 mailbox busy, will retry")
+    subject = "Undelivered Mail Returned to Sender" if action == "failed" else "Delayed Mail (still being retried)"
+    return f"""From: Mail Delivery System <{RELAY}>
+To: {original["From"]}
+Subject: {subject}
+Date: {WHEN}
+Message-ID: <dsn.{action}.{recipient.replace("@", ".")}@relay.example.net>
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b1"
+
+--b1
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host relay.example.net.
+
+Your message to {recipient} could not be delivered{"" if action == "failed" else " yet"}.
+
+--b1
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; relay.example.net
+
+Final-Recipient: rfc822; {recipient}
+Original-Recipient: rfc822;{recipient}
+Action: {action}
+Status: {status}
+Diagnostic-Code: smtp; {diagnostic}
+
+--b1
+Content-Type: text/rfc822-headers
+
+{returned_headers(original)}
+--b1--
+""".replace("\n", "\r\n").encode()
+
+
+def unsubscribe_mail(original) -> bytes:
+    """What a mail program sends when its reader clicks the List-Unsubscribe mailto."""
+    mailto = re.search(r"<mailto:([^?>]+)\?subject=([^>]+)>", original["List-Unsubscribe"])
+    assert mailto, original["List-Unsubscribe"]
+    msg = EmailMessage()
+    msg["From"] = original["To"]
+    msg["To"] = mailto.group(1)
+    msg["Subject"] = mailto.group(2).replace("%20", " ")
+    msg["Date"] = WHEN
+    msg["Message-ID"] = f"<unsub.{mailto.group(2)[-12:]}@mail.example.org>"
+    msg.set_content("This message was sent automatically to unsubscribe.\n")
+    return msg.as_bytes()
+
+
+def complaint(original, recipient: str) -> bytes:
+    """An ARF report (RFC 5965) as a mailbox provider's feedback loop sends it."""
+    return f"""From: Feedback Loop <fbl@isp.example.net>
+To: abuse@closter-acupuncture.example
+Subject: Abuse report
+Date: {WHEN}
+Message-ID: <arf.{recipient.replace("@", ".")}@isp.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="b2"
+
+--b2
+Content-Type: text/plain; charset=us-ascii
+
+This is an email abuse report for an email message received from IP 192.0.2.1.
+
+--b2
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: ExampleFBL/1.0
+Version: 1
+Original-Rcpt-To: {recipient}
+
+--b2
+Content-Type: text/rfc822-headers
+
+{returned_headers(original)}
+--b2--
+""".replace("\n", "\r\n").encode()
+
+
+def statuses(home) -> dict[str, str]:
+    with closing(sqlite3.connect(home / "mailer.db")) as db:
+        return dict(db.execute("SELECT email, status FROM subscribers"))
+
+
+@pytest.fixture
+def returned(sending):
+    """Campaign 1 sent to everyone; the mail four of its recipients' servers and owners send back."""
+    assert sending.send(sending.content).exit_code == 0
+    by_rcpt = {rec.rcpt_tos[0]: rec.message for rec in sending.server.received}
+    people = [a for a in sending.audience() if a.isascii()][:4]
+    hard, leaves, complains, delayed = people
+    mails = [
+        dsn(by_rcpt[wire(hard)], hard),
+        unsubscribe_mail(by_rcpt[wire(leaves)]),
+        complaint(by_rcpt[wire(complains)], complains),
+        dsn(by_rcpt[wire(delayed)], delayed, action="delayed", status="4.2.0"),
+    ]
+    return sending, mails, people
+
+
+def check_outcome(sending, people, summary):
+    hard, leaves, complains, delayed = people
+    assert (summary["bounces"]["hard"], summary["bounces"]["soft"], summary["unsubscribes"], summary["complaints"]) == (1, 1, 1, 1)
+    now = statuses(sending.home)
+    assert (now[hard], now[leaves], now[complains], now[delayed]) == ("bounced", "unsubscribed", "unsubscribed", "active")
+    assert sending.row(hard)["status"] == "bounced"  # the relay said 250 first; the bounce came later
+    shown = sending.m.json("subscribers", "show", complains)
+    assert shown["status"] == "unsubscribed"
+    # The next campaign skips exactly those three.
+    sending.server.reset()
+    news = sending.content.with_name("january-news.md")
+    news.write_text(sending.content.read_text().replace("December specials", "January news"))
+    assert sending.m("send", news, "--yes", "--list", "specials").exit_code == 0
+    got = {rec.rcpt_tos[0] for rec in sending.server.received}
+    assert len(got) == EVERYONE - 3
+    assert not {wire(hard), wire(leaves), wire(complains)} & got and wire(delayed) in got
+
+
+def test_bounces_unsubscribes_and_complaints_from_an_mbox(returned, tmp_path):
+    sending, mails, people = returned
+    path = tmp_path / "returned.mbox"
+    box = mailbox.mbox(str(path))
+    for raw in mails:
+        box.add(raw)
+    box.close()
+    result = sending.m("inbox", "process", "--mbox", path, "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    before = db_dump(sending.home)
+    again = json.loads(sending.m("inbox", "process", "--mbox", path, "--json").stdout)
+    assert again["already_processed"] == 4 and db_dump(sending.home) == before  # the second read changes nothing
+    check_outcome(sending, people, summary)
+
+
+def test_the_same_from_an_imap_folder(returned, monkeypatch):
+    sending, mails, people = returned
+    monkeypatch.setenv("SSL_CERT_FILE", str(CA_FILE))
+    with ImapServer.start() as server:
+        for raw in mails:
+            server.append(raw)
+        set_config(sending.home, "inbox", host=server.host, port=server.port, username=server.user,
+                   password_env="MAILER_IMAP_PASSWORD")
+        env = {"MAILER_IMAP_PASSWORD": server.password}
+        result = sending.m("inbox", "process", "--json", env=env)
+        assert result.exit_code == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert all("\\Seen" not in f for f in server.flags().values())  # fetched with BODY.PEEK[]
+        assert len(server.uids()) == 4  # nothing deleted or moved
+        again = json.loads(sending.m("inbox", "process", "--json", env=env).stdout)
+        assert again["read"] == 0  # only what is new since the last run is fetched
+    check_outcome(sending, people, summary)
