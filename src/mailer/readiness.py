@@ -6,12 +6,17 @@
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .config import Config
 from .hipaa import condition_warnings, hipaa_problems
 from .providers import free_mail_problem, is_loopback
+
+if TYPE_CHECKING:
+    from .clock import Clock
+    from .config import Workspace
 
 
 @dataclass(frozen=True)
@@ -100,3 +105,56 @@ def sending_problems(config: Config, environ: Mapping[str, str], *, dry_run: boo
     if not dry_run:
         problems += transport_problems(config, environ)
     return problems
+
+
+def private_file_problems(ws: "Workspace") -> list[Problem]:
+    """Files holding the list, the key or the password that others on this machine can read."""
+    problems = []
+    for path, what in ((ws.db_path, "the list"), (ws.secret_path, "the key"), (ws.home / "cron.env", "the password")):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            problems.append(_warning(
+                str(path.name),
+                f"{path} holds {what} and others on this machine can read it (mode {mode:04o}).",
+                f"chmod 600 {path}",
+            ))
+    return problems
+
+
+def unattended_problems(ws: "Workspace", secret: bytes, environ: Mapping[str, str], clock: "Clock",
+                        *, resolver: Any = None, dns: bool = True) -> list[Problem]:
+    """Everything an unattended run (cron) needs, checked now: `mailer cron --check`.
+
+    The settings and templates of a real send, the inbox login when [inbox] is set, the
+    From domain's SPF/DKIM/DMARC unless the relay is on this machine (errors stop; no DNS
+    answer is only a warning), and the
+    permissions of the files that hold the list, the key and the password.
+    """
+    from .campaigns import template_problems
+    from .errors import MailerError
+
+    problems = sending_problems(ws.config, environ)
+    said = {p.message for p in problems}
+    problems += [_error("templates", t) for t in template_problems(ws, secret, clock) if not any(t.endswith(m) for m in said)]
+    if ws.config.inbox.host:
+        from .inbox.sources import imap_source
+
+        try:
+            source = imap_source(ws, environ)
+            source.open()
+            source.close()
+        except MailerError as exc:
+            problems.append(_error("[inbox]", exc.message, exc.hint or ""))
+    # A relay on this machine (a test server, a local bridge) passes mail on to servers we
+    # cannot see, so there is nothing to judge SPF against.
+    if dns and not any(p.is_error for p in problems) and not is_loopback(ws.config.smtp.host):
+        from .dnscheck import check_sender_dns, make_resolver
+
+        for f in check_sender_dns(ws.config, resolver or make_resolver(timeout=2.0), ws.home):
+            if f.level in ("error", "warning"):
+                hint = f"Publish at {f.name}: {f.publish}" if f.publish else ""
+                problems.append(Problem(f.level, f.record, f"{f.record}: {f.verdict}", hint))
+    return problems + private_file_problems(ws)

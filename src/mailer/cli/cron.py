@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Iterator, Mapping
+from typing import Annotated, Iterator, Optional
 
 import typer
 
-from ..campaigns import due_campaigns, template_problems
+from ..campaigns import due_campaigns
 from ..checks import Check
-from ..clock import Clock
-from ..config import Workspace
 from ..errors import ExitCode, LockedError, MailerError, SmtpError
 from ..lifecycle import CampaignStatus
 from ..lock import WorkspaceLock
-from ..readiness import sending_problems
+from ..dnscheck import make_resolver
+from ..readiness import private_file_problems, unattended_problems
 from ..runlog import RunLog, last_event
 from ..runner import ChecksFailed, SendPlan, campaign_report, options_from_config, run_campaign
 from ..schedule import local_time_text
@@ -155,17 +155,14 @@ def run_due(
 
 
 def _mailer_executable() -> str:
+    """The command that runs this mailer, as sh words (quoted where needed)."""
     found = shutil.which("mailer")
     if found:
-        return str(Path(found).absolute())
+        return shlex.quote(str(Path(found).absolute()))
     candidate = Path(sys.executable).with_name("mailer")
-    return str(candidate) if candidate.exists() else f"{sys.executable} -m mailer"
-
-
-def _config_problems(ws: Workspace, secret: bytes, env: Mapping[str, str], clock: Clock) -> list[str]:
-    problems = [p.message for p in sending_problems(ws.config, env) if p.is_error]
-    problems += [p for p in template_problems(ws, secret, clock) if not any(p.endswith(q) for q in problems)]
-    return problems
+    if candidate.exists():
+        return shlex.quote(str(candidate))
+    return f"{shlex.quote(sys.executable)} -m mailer"
 
 
 @app.command()
@@ -173,28 +170,42 @@ def cron(
     ctx: typer.Context,
     check: Annotated[bool, typer.Option("--check", help="Say whether an unattended run would work; exit 2 if not.")] = False,
     every: Annotated[int, typer.Option("--every", help="Minutes between runs.", min=1, max=60)] = 10,
+    nameserver: Annotated[
+        Optional[str], typer.Option("--nameserver", help="With --check: ask this DNS server (IP or IP:PORT), not the system's.")
+    ] = None,
 ) -> None:
     """Print a crontab line for this workspace (and with --check, whether it is ready)."""
     st = state(ctx)
     ws = st.workspace()
     if check:
-        problems = _config_problems(ws, st.secret(), st.env, st.clock)
-        if problems:
-            for p in problems:
-                st.output.error(p)
+        resolver = make_resolver(nameserver, timeout=2.0) if nameserver else None
+        problems = unattended_problems(ws, st.secret(), st.env, st.clock, resolver=resolver)
+        for p in problems:
+            (st.output.error if p.is_error else st.output.warn)(p.message, *([p.hint] if p.hint and p.is_error else []))
+            if p.hint and not p.is_error:
+                st.output.info(f"  {p.hint}")
+        if any(p.is_error for p in problems):
             raise typer.Exit(int(ExitCode.USAGE))
         st.output.line(f"ready: {ws.home} can run unattended")
         return
-    exe = _mailer_executable()
-    path = os.pathsep.join(dict.fromkeys([str(Path(exe.split()[0]).parent), "/usr/local/bin", "/usr/bin", "/bin"]))
-    env_file = ws.home / "cron.env"
-    pw = ws.config.smtp.password_env
     st.output.line(f"# mailer: send due campaigns every {every} minutes (add with `crontab -e`).")
-    st.output.line(f"# Put `export {pw}='...'` in {env_file} (chmod 600) so the password stays out of the crontab.")
     st.output.line(
-        f"*/{every} * * * * [ -f {env_file} ] && . {env_file}; "
-        f"MAILER_HOME={ws.home} PATH={path} {exe} run-due"
+        f"# Put `export {ws.config.smtp.password_env}='...'` in {ws.home / 'cron.env'} (chmod 600) "
+        "so the password stays out of the crontab."
     )
+    st.output.line(crontab_line(ws.home, _mailer_executable(), every))
+
+
+def crontab_line(home: Path, exe: str, every: int) -> str:
+    """The crontab line for a workspace: every path quoted for sh (spaces, quotes, `$` and `;` stay text)."""
+    exe_words = shlex.split(exe)
+    path = os.pathsep.join(dict.fromkeys([str(Path(exe_words[0]).parent), "/usr/local/bin", "/usr/bin", "/bin"]))
+    env_file = shlex.quote(str(home / "cron.env"))
+    command = " ".join(shlex.quote(w) for w in exe_words)
+    # cron gives `%` a meaning of its own (a newline) unless escaped.
+    line = (f"*/{every} * * * * [ -f {env_file} ] && . {env_file}; "
+            f"MAILER_HOME={shlex.quote(str(home))} PATH={shlex.quote(path)} {command} run-due")
+    return line.replace("%", "\\%")
 
 
 @app.command()
@@ -226,10 +237,14 @@ def status(
         "unknown": sum(n["unknown"] for n in counts.values()),
         "last_run": last_event(ws.logs_dir / "mailer.log"),
     }
+    warnings = private_file_problems(ws)
+    doc["warnings"] = [{"file": p.key, "message": p.message, "hint": p.hint} for p in warnings]
     if as_json:
         st.output.json(doc)
         return
     out = st.output
+    for p in warnings:
+        out.warn(f"{p.message} ({p.hint})")
     subs = doc["subscribers"]
     out.summary(
         [("active", subs["active"]), ("  on news", doc["lists"]["news"]), ("  on specials", doc["lists"]["specials"]),

@@ -12,7 +12,7 @@ import typer
 from ..checks import run_checks
 from ..content import load_content
 from ..errors import ExitCode, InputError, MailerError, NotFound
-from ..files import write_atomic
+from ..files import private_dir, write_atomic
 from ..render import Renderer, resolve_templates, sample_subscriber, templates_in_use
 from ..tokens import verify_token
 from ..validate import InvalidValue, normalise_email
@@ -61,8 +61,7 @@ def preview(
         output = Path("-")
     if output is None:
         # On a terminal the HTML goes to a file to open in a browser; the text is shown.
-        folder = ws.home / "previews"
-        folder.mkdir(exist_ok=True)
+        folder = private_dir(ws.home / "previews")
         output = folder / f"{content.stem}.{'txt' if fmt is Format.text else fmt.value}"
     if str(output) == "-":
         sys.stdout.flush()
