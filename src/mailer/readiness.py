@@ -107,6 +107,28 @@ def sending_problems(config: Config, environ: Mapping[str, str], *, dry_run: boo
     return problems
 
 
+# Gmail's and Yahoo's published ceilings for the spam-complaint rate of bulk senders.
+COMPLAINT_WARN = 0.001
+COMPLAINT_STOP = 0.003
+
+
+def complaint_problems(complaints: int, sent: int, *, force: bool = False) -> list[Problem]:
+    """The spam-complaint rate of the last 30 days: a warning above 0.1%, a stop above 0.3% (unless forced)."""
+    if not sent or not complaints:
+        return []
+    rate = complaints / sent
+    said = f"{complaints} spam complaint(s) for {sent} messages in the last 30 days ({rate:.2%})"
+    if rate > COMPLAINT_STOP:
+        return [Problem(
+            "warning" if force else "error", "complaint rate",
+            f"{said} is above the 0.3% Gmail and Yahoo allow; a new campaign now risks the whole account's mail.",
+            "Look at who complained (`mailer report ID`) and why; `--force` sends anyway.",
+        )]
+    if rate > COMPLAINT_WARN:
+        return [_warning("complaint rate", f"{said} is above 0.1%, where Gmail and Yahoo start to filter.")]
+    return []
+
+
 def private_file_problems(ws: "Workspace") -> list[Problem]:
     """Files holding the list, the key or the password that others on this machine can read."""
     problems = []

@@ -12,6 +12,7 @@ caller only shows things, through a RunObserver.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -22,7 +23,7 @@ from .config import Workspace
 from .errors import ExitCode, InputError, MailerError
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign
-from .readiness import audience_problems, sending_problems
+from .readiness import audience_problems, complaint_problems, sending_problems
 from .runlog import RunLog, loggable
 from .send import AudienceLog, CampaignSender, DeliveryLog, Event, SendOptions, SendResult, StoreLog
 from .store import Store
@@ -112,6 +113,10 @@ def campaign_report(store: Store, campaign: Campaign, *, failures: bool = True) 
     }
     if counts[D.SENDING]:
         doc["sending"] = counts[D.SENDING]
+    complaints = store.mailbox.complaints(campaign.id)
+    delivered = counts[D.SENT] + counts[D.BOUNCED]
+    doc["complaints"] = complaints
+    doc["complaint_rate"] = round(complaints / delivered, 5) if delivered else 0.0
     if failures:
         doc["failures"] = [
             {"email": d.email, "status": str(d.status), "attempts": d.attempts, "reason": d.reply}
@@ -189,6 +194,7 @@ def run_campaign(
     resume: bool = False,
     retry_failed: bool = False,
     retry_unknown: bool = False,
+    force: bool = False,
     transport: Transport | None = None,
     observer: RunObserver | None = None,
     log: RunLog | None = None,
@@ -219,8 +225,11 @@ def run_campaign(
     checks = checks_for(campaign, ws, secret, clock, renderer)
     problems = sending_problems(ws.config, environ, dry_run=dry_run)
     problems += audience_problems(ws.config, campaign.subject, campaign.list_name, campaign.tags)
+    if not campaign.started:  # the complaint guard stops new campaigns, not one half sent
+        since = iso(clock.now() - timedelta(days=30))
+        problems += complaint_problems(*store.mailbox.complaint_rate_since(since), force=force)
     seen = {c.message for c in checks}
-    checks += [Check(p.level, p.key, p.message) for p in problems if p.message not in seen]
+    checks += [Check(p.level, p.key, p.message + (f" {p.hint}" if p.hint else "")) for p in problems if p.message not in seen]
     observer.checked(checks, notes)
     if any(c.level == "error" for c in checks) or renderer is None:
         raise ChecksFailed(

@@ -21,7 +21,10 @@ from ..readiness import private_file_problems, unattended_problems
 from ..runlog import RunLog, last_event
 from ..runner import ChecksFailed, SendPlan, campaign_report, options_from_config, run_campaign
 from ..schedule import local_time_text
+from ..inbox.process import process_inbox
+from ..inbox.sources import imap_source
 from ..send import Event
+from ..store import Store
 from . import AppState, app, state
 from .options import BatchSizeOpt, JsonOpt, PauseOpt, PerDayOpt, RateOpt
 from .send import show_checks
@@ -92,6 +95,12 @@ def run_due(
                 )
                 log.write("unknown", count=interrupted)
                 code = ExitCode.PARTIAL
+        if ws.config.inbox.before_send and not dry_run:
+            inbox = _read_inbox(st, store, log)
+            if isinstance(inbox, MailerError):
+                code = max(code, inbox.exit_code)
+                raise _Skip()
+            document["inbox"] = inbox
         due, late = due_campaigns(store, st.clock.now(), ws.config.sending.max_lateness)
         for c in late:
             out.error(
@@ -145,6 +154,9 @@ def run_due(
                 out.line(line)
             if dry_run and not due:
                 out.line("nothing is due")
+    except _Skip:
+        if as_json:
+            out.json(document | {"exit": int(code)})
     except MailerError as exc:
         log.write("end", exit=int(exc.exit_code), error=exc.message)
         raise
@@ -152,6 +164,31 @@ def run_due(
         lock.release()
     log.write("end", exit=int(code), campaigns=len(summaries), summary=summaries)
     raise typer.Exit(int(code))
+
+
+class _Skip(Exception):
+    """This run sends nothing (its reason was said and logged)."""
+
+
+def _read_inbox(st: AppState, store: Store, log: RunLog) -> dict | MailerError:
+    """[inbox] before_send: yesterday's bounces and unsubscribes, into the list before today's batch.
+
+    When the mailbox cannot be read, nothing is sent this run: an unsubscribe waiting
+    there would not be honoured. The error is the run's outcome (cron mails it).
+    """
+    try:
+        summary = process_inbox(imap_source(st.workspace(), st.env), st.secret(), store.mailbox, store.mailbox,
+                                clock=st.clock)
+    except MailerError as exc:
+        log.write("inbox-error", message=exc.message)
+        st.output.error(
+            f"The inbox could not be read, so nothing was sent this run (an unsubscribe waiting there comes first): "
+            f"{exc.message}", exc.hint,
+        )
+        return exc
+    document = summary.as_json()
+    log.write("inbox", **document)
+    return document
 
 
 def _mailer_executable() -> str:

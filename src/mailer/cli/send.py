@@ -110,6 +110,7 @@ def send(
     connections: ConnectionsOpt = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try failed deliveries again.")] = False,
     retry_unknown: Annotated[bool, typer.Option("--retry-unknown", help="Send again messages whose fate a crash left unknown.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start a new campaign even though recent spam complaints are above 0.3%.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Send a campaign in batches over SMTP (or --dry-run: write .eml files instead)."""
@@ -118,7 +119,7 @@ def send(
     try:
         report = _run_send(
             st, campaign, dry_run=dry_run, yes=yes, list_name=list_name, tags=tags or [], log=log,
-            retry_failed=retry_failed, retry_unknown=retry_unknown,
+            retry_failed=retry_failed, retry_unknown=retry_unknown, force=force,
             options=dict(batch_size=batch_size, pause=pause, rate=rate, per_day=per_day, limit=limit, connections=connections),
         )
     except MailerError as exc:
@@ -130,7 +131,7 @@ def send(
 
 
 def _run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name: str | None, tags: list[str],
-              retry_failed: bool, retry_unknown: bool, options: dict, log: RunLog) -> RunReport:
+              retry_failed: bool, retry_unknown: bool, force: bool, options: dict, log: RunLog) -> RunReport:
     ws = st.workspace()
     store = st.store()
     with ExitStack() as stack:
@@ -141,7 +142,7 @@ def _run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name: st
             st.output.warn(w)
         return run_campaign(
             store, ws, campaign, st.clock, options_from_config(ws, **options), st.secret(),
-            environ=st.env, dry_run=dry_run, resume=True, retry_failed=retry_failed, retry_unknown=retry_unknown,
+            environ=st.env, dry_run=dry_run, resume=True, retry_failed=retry_failed, retry_unknown=retry_unknown, force=force,
             observer=CliObserver(st, yes=yes, dry_run=dry_run), log=log,
         )
 
@@ -184,7 +185,11 @@ def report(
         st.output.json(doc)
         return
     out = st.output
-    out.summary([(k, doc[k]) for k in ("status", "total", "sent", "failed", "bounced", "skipped", "unknown", "pending")], title=f"Campaign {c.id}: {c.name}")
+    out.summary(
+        [(k, doc[k]) for k in ("status", "total", "sent", "failed", "bounced", "skipped", "unknown", "pending", "complaints")]
+        + [("complaint rate", f"{doc['complaint_rate']:.2%}")],
+        title=f"Campaign {c.id}: {c.name}",
+    )
     if c.status_reason:
         out.info(c.status_reason)
     if doc["failures"]:
