@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Mapping, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from .. import __version__
 from ..clock import Clock, SystemClock, iso
@@ -76,8 +76,50 @@ def _is_cli_signal(exc: BaseException) -> bool:
     return isinstance(exc, (typer.Exit, typer.Abort)) or type(exc).__module__.split(".")[0] in ("click", "typer")
 
 
+class _Argument(TyperArgument):
+    """An argument shown as FILE, ADDRESS or ID: never a Python type or {braces}."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw.upper()
+        return name if self.required else f"[{name}]"
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw.upper()
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def,override]
+        return None
+
+
+def _placeholder(param: TyperOption) -> str:
+    """What an option's value is called in help when its definition does not say."""
+    desc = param.type_descriptor
+    if desc.choices:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    if desc.is_path:
+        return "FILE"
+    if desc.annotation in (int, float):
+        return "N"
+    long = max(param.opts, key=len).lstrip("-")  # --list -> LIST (the name people type, not list_name)
+    return long.upper().replace("_", "-")
+
+
+def _plain_placeholders(command) -> None:  # type: ignore[no-untyped-def]
+    """Every argument and option of every command shows a word (FILE, TAG, N), not a type."""
+    for param in command.params:
+        if isinstance(param, TyperArgument) and not isinstance(param, _Argument):
+            param.__class__ = _Argument
+        elif isinstance(param, TyperOption) and param.metavar is None and not param.is_flag:
+            param.metavar = _placeholder(param)
+    for sub in getattr(command, "commands", {}).values():
+        _plain_placeholders(sub)
+
+
 class MailerGroup(TyperGroup):
     """The root command: turns every core error into a message and an exit code."""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        _plain_placeholders(self)
 
     def invoke(self, ctx):  # type: ignore[override]
         try:
@@ -145,7 +187,7 @@ def root(
     ctx: typer.Context,
     home: Annotated[
         Optional[str],
-        typer.Option("--home", help="Workspace directory (default: $MAILER_HOME, else the user data dir)."),
+        typer.Option("--home", metavar="DIR", help="Workspace directory (default: $MAILER_HOME, else the user data dir)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")] = False,
     version: Annotated[

@@ -53,7 +53,10 @@ def create(
     at: AtOpt = None,
     now: NowOpt = False,
 ) -> None:
-    """Store a campaign (a snapshot of the content and templates, and its audience); prints its id."""
+    """Store a campaign from a content file; prints its id.
+
+    It keeps a snapshot of the content and templates, and its audience.
+    """
     st = state(ctx)
     ws = st.workspace()
     scheduled = parse_local_time(at, ws.config.sending.timezone, st.clock, allow_past=now) if at else ""
@@ -101,7 +104,10 @@ def show(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campa
 
 @campaign_app.command()
 def cancel(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campaign id.")]) -> None:
-    """Cancel a campaign: it sends nothing more (what was sent stays sent)."""
+    """Cancel a campaign: it sends nothing more.
+
+    What was sent stays sent; a paused campaign is stopped for good this way.
+    """
     st = state(ctx)
     store = st.store()
     c = find_campaign(store, campaign)
@@ -119,7 +125,7 @@ def schedule(
     at: Annotated[str, typer.Option("--at", help='When, in the workspace time zone: "2026-12-01 09:00".')],
     now: NowOpt = False,
 ) -> None:
-    """Set (or move) the time a campaign is sent by `mailer run-due`."""
+    """Set or move the time `mailer run-due` sends a campaign."""
     st = state(ctx)
     store = st.store()
     ws = st.workspace()

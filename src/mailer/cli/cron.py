@@ -61,7 +61,7 @@ def run_due(
     per_day: PerDayOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """For cron: send every campaign whose time has come, and what daily caps left pending.
+    """For cron: send what is due, and what daily caps left.
 
     Prints nothing when there is nothing to do; a failure prints one message on stderr
     and exits non-zero, so cron mails it to you.
@@ -174,7 +174,7 @@ def cron(
     check: Annotated[bool, typer.Option("--check", help="Say whether an unattended run would work; exit 2 if not.")] = False,
     every: Annotated[int, typer.Option("--every", help="Minutes between runs.", min=1, max=60)] = 10,
 ) -> None:
-    """Print a crontab line for this workspace (and with --check, whether it is ready)."""
+    """Print a crontab line for this workspace (--check: ready?)."""
     st = state(ctx)
     ws = st.workspace()
     if check:
@@ -202,7 +202,7 @@ def status(
     ctx: typer.Context,
     as_json: JsonOpt = False,
 ) -> None:
-    """One screen: the list, the campaigns, what is pending, and how the last run went."""
+    """The list, the campaigns and the last run, on one screen."""
     st = state(ctx)
     ws = st.workspace()
     store = st.store()

@@ -37,7 +37,10 @@ def preview(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file ('-' for stdout).")] = None,
     list_name: Annotated[Optional[str], typer.Option("--list", "-l", help="The list it goes to (default: the template's name).")] = None,
 ) -> None:
-    """Render one message and write it; on a terminal, also show the text part."""
+    """Render one message for a sample or named subscriber.
+
+    On a terminal the text part is shown too; --open shows the HTML in your browser.
+    """
     st = state(ctx)
     ws = st.workspace()
     parsed = load_content(content)
@@ -79,7 +82,11 @@ def preview(
 
 @app.command()
 def check(ctx: typer.Context, content: ContentArg, as_json: JsonOpt = False) -> None:
-    """Pre-send checks: required fields, links, unsubscribe and address, size, offer dates."""
+    """Check a letter before sending: links, footer, dates, repeats.
+
+    The same checks `mailer send` insists on: required fields, links, the unsubscribe
+    link and postal address, size, offer dates, and the same letter sent lately.
+    """
     from ..checks import Check
 
     st = state(ctx)
@@ -107,12 +114,12 @@ def check(ctx: typer.Context, content: ContentArg, as_json: JsonOpt = False) -> 
         raise typer.Exit(int(ExitCode.USAGE))
 
 
-templates_app = sub_app("templates", "The message templates in use: packaged, or your own in the workspace.")
+templates_app = sub_app("templates", "The message templates: packaged, or your own copies.")
 
 
 @templates_app.command("list")
 def templates_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Each template, whether it is the packaged one or the workspace's own, and its path."""
+    """Each template: packaged or your own, and where it is."""
     st = state(ctx)
     rows = templates_in_use(st.workspace(must_exist=False))
     if as_json:
@@ -127,7 +134,11 @@ def unsubscribe(
     token: Annotated[str, typer.Argument(help="The token from an unsubscribe link or email subject.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply an unsubscribe link's token: that person gets no more email from any list."""
+    """Unsubscribe whoever an unsubscribe link or mail names.
+
+    Takes the token, the subject of an unsubscribe mail ("unsubscribe TOKEN"), or the
+    whole mailto: or https: link; that person gets no more email from any list.
+    """
     st = state(ctx)
     ws = st.workspace()
     info = verify_token(ws.secret(), token)

@@ -112,7 +112,11 @@ def send(
     retry_unknown: Annotated[bool, typer.Option("--retry-unknown", help="Send again messages whose fate a crash left unknown.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send a campaign in batches over SMTP (or --dry-run: write .eml files instead)."""
+    """Send a campaign in batches (--dry-run: .eml files instead).
+
+    Over SMTP, in batches with pauses; Ctrl-C pauses the campaign. --test-to sends one
+    test message to yourself instead, and records no delivery.
+    """
     st = state(ctx)
     log = RunLog(st.workspace().logs_dir / "mailer.log", st.clock, f"send {campaign}" + (" --dry-run" if dry_run else ""))
     try:

@@ -38,7 +38,10 @@ def init(
     ] = False,
     no_input: Annotated[bool, typer.Option("--no-input", help="Do not ask questions; write the defaults.")] = False,
 ) -> None:
-    """Create the workspace: mailer.toml, mailer.db, templates/, outbox/ and logs/."""
+    """Create the workspace and its commented mailer.toml.
+
+    Also mailer.db, secret.key, templates/, outbox/ and logs/.
+    """
     st = state(ctx)
     ws = st.workspace(must_exist=False)
     out = st.output

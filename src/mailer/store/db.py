@@ -16,6 +16,7 @@ from .migrations import MIGRATIONS
 if TYPE_CHECKING:
     from .campaigns import CampaignStore
     from .deliveries import DeliveryStore
+    from .events import EventStore
     from .subscribers import SubscriberStore
 
 _SECRET_CHECK = b"mailer: this secret belongs to this database"
@@ -91,6 +92,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: str):
         from .campaigns import CampaignStore
         from .deliveries import DeliveryStore
+        from .events import EventStore
         from .subscribers import SubscriberStore
 
         self.conn = conn
@@ -99,6 +101,7 @@ class Store:
         self.subscribers: SubscriberStore = SubscriberStore(self)
         self.campaigns: CampaignStore = CampaignStore(self)
         self.deliveries: DeliveryStore = DeliveryStore(self)
+        self.events: EventStore = EventStore(self)
 
     @property
     def in_memory(self) -> bool:

@@ -80,8 +80,40 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_todo ON deliveries (campaign_id, status, seq);
 """
 
+M003_HISTORY_CONSENT_REPEATS = """
+-- What happened to one person, for `subscribers show`: consent given, lists joined and
+-- left, unsubscribes, bounces. Kinds stay open (the mailbox loop adds its own); erasing
+-- the person deletes their events with them (ON DELETE CASCADE).
+CREATE TABLE subscriber_events (
+    id            INTEGER PRIMARY KEY,
+    subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
+    time          TEXT NOT NULL,                -- UTC
+    kind          TEXT NOT NULL,                -- added, consent, joined, left, unsubscribed, ...
+    list_name     TEXT NOT NULL DEFAULT '',     -- '' = not about one list
+    campaign_id   INTEGER REFERENCES campaigns (id),
+    detail        TEXT NOT NULL DEFAULT ''      -- never an address: the person is the row's subscriber
+);
+CREATE INDEX subscriber_events_of ON subscriber_events (subscriber_id, time);
+
+-- The consent record beside source, opt-in time and IP (method: form, double-opt-in,
+-- front-desk, import).
+ALTER TABLE subscribers ADD COLUMN consent_method TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_user_agent TEXT NOT NULL DEFAULT '';
+-- Lists the person left on purpose (',specials,'): an import never joins them again.
+ALTER TABLE subscribers ADD COLUMN left_lists TEXT NOT NULL DEFAULT ',';
+
+-- The letter as people read it (subject and body for a sample subscriber, normalised),
+-- to find the same letter sent again under a new file name.
+ALTER TABLE campaigns ADD COLUMN letter TEXT NOT NULL DEFAULT '';
+ALTER TABLE campaigns ADD COLUMN allow_repeat INTEGER NOT NULL DEFAULT 0;
+"""
+
 # (name, SQL script). The position in this list is the schema version.
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_campaigns", M002_CAMPAIGNS),
+    ("m003_history_consent_repeats", M003_HISTORY_CONSENT_REPEATS),
 ]
