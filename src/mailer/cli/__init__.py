@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import webbrowser
 from dataclasses import dataclass, field
-from typing import Annotated, Mapping, Optional
+from typing import Annotated, Callable, Mapping, Optional
 
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
@@ -18,7 +19,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 from .. import __version__
 from ..clock import Clock, SystemClock, iso
 from ..config import Workspace, open_workspace
-from ..errors import ExitCode, MailerError, StoreError
+from ..errors import ExitCode, MailerError, StoreError, Terminated
 from ..store import Store, translate_error
 from .output import Output
 
@@ -34,6 +35,7 @@ class AppState:
     clock: Clock = field(default_factory=SystemClock)
     output: Output = field(default_factory=Output)
     environ: Mapping[str, str] | None = None
+    open_browser: Callable[[str], bool] = webbrowser.open  # tests pass their own: no real browser
     _workspace: Workspace | None = None
     _stores: list[Store] = field(default_factory=list)
 
@@ -127,9 +129,9 @@ class MailerGroup(TyperGroup):
         except MailerError as exc:
             _output(ctx).error(exc.message, exc.hint)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             _output(ctx).error("Interrupted; nothing was left half-done.")
-            raise typer.Exit(130) from None
+            raise typer.Exit(int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)) from None
         except sqlite3.Error as exc:  # one the store did not meet inside a transaction
             if _debug(ctx):
                 raise
