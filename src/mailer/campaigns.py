@@ -211,7 +211,7 @@ def letter_reader(store: Store | None, ws: Workspace, secret: bytes, clock: Cloc
 
 def _repeat_message(found: Repeat, timezone: str) -> str:
     e = found.earlier
-    what = "The same letter" if found.same else f"Nearly the same letter ({found.alike:.0%} alike)"
+    what = "The same letter" if found.same else f"Nearly the same letter ({int(found.alike * 100)}% alike)"
     when = local_time_text(found.span.first, timezone)
     return (f"{what} went out as campaign {e.id} ({e.name}) on {when}: {found.reached} of the "
             f"{found.audience} people it would go to got it then")

@@ -1,16 +1,18 @@
 """The same letter sent again under a new name: found before it goes out.
 
-A letter is compared by what people read (its subject, offers and body, rendered for the
-same sample subscriber), never by its file name. Two letters are "the same" when their
-normalised words are at least SIMILAR alike (difflib's ratio over the word sequences):
+A letter is compared by what people read (its subject, preheader, offers and body,
+rendered for the same sample subscriber, unsubscribe tokens dropped), never by its file
+name or its template. Two letters are "the same" when their normalised words are at least
+SIMILAR alike (difflib's ratio over the word sequences). Measured on examples/ (239 words):
 
-- a copy under a new name, or with a typo fixed (`news-final.md`), is 0.97 to 1.0 alike;
-- next month's letter from the same template shares greetings, headings and sign-off, but
-  its own news is new: 0.3 to 0.7 in our examples;
+- a copy under a new name: 1.0; with two typos fixed (`-final.md`): 0.99;
+- January's specials keeping December's three offers and sign-off, with a new subject,
+  codes, dates and opening paragraph: 0.83; with the offers renamed too: 0.78;
+- the news letter against the specials letter: 0.36;
 
-so 0.9 catches every copy and small edit, and leaves a rewritten letter alone. Only
-campaigns that reached somebody in the last WINDOW_DAYS count, and only when some of the
-people the new letter goes to got the earlier one.
+so 0.9 catches copies and small edits, and leaves a letter with a new subject and opening
+alone. Only campaigns that reached somebody in the last WINDOW_DAYS count, and only when
+some of the people the new letter goes to got the earlier one.
 """
 
 from __future__ import annotations

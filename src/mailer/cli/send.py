@@ -124,7 +124,7 @@ class CliObserver:
             last = "never"
         else:
             earlier, span = plan.subject_last_sent
-            last = f"{local_time_text(span.last, tz)} (campaign {earlier.id} {earlier.name}, to {span.count})"
+            last = f"{local_time_text(span.last, tz)}, campaign {earlier.id} ({span.count} people)"
         out.summary(
             [("campaign", f"{c.id} {c.name}" if c.id else c.name), ("subject", c.subject),
              ("subject last sent", last),
