@@ -291,6 +291,9 @@ def test_an_erased_person_leaves_no_address_in_the_database_or_the_logs(mailer, 
     clock._now = datetime(2026, 11, 25, 21, 5, tzinfo=UTC)
     assert mailer("run-due").exit_code == 0
     assert mailer("send", "1", "--dry-run").exit_code in (0, 2)
+    # Their history holds their own words too: a list left, a new consent.
+    mailer("subscribers", "unsubscribe", target, "--list", "specials", "--reason", "patient001 asked by phone")
+    mailer("subscribers", "add", target, "--consent", "patient001 signed the desk form")
     assert mailer("subscribers", "erase", target, "--yes").exit_code == 0
     shutil.rmtree(mailer.home / "outbox")  # dry-run files are the user's own copies
     for path in mailer.home.rglob("*"):

@@ -378,7 +378,7 @@ def add(
         st.output.warn(_typo_line(typo))
     address = sub.email
     secret = st.workspace().secret()
-    outcome = store.subscribers.add(sub, secret, st.now(), new_consent=bool(consent))
+    outcome = store.subscribers.add(sub, secret, st.now(), new_consent=bool(consent), rejoin=bool(lists))
     if outcome == "suppressed":
         if store.subscribers.get(sub.email_key) is None:
             raise InputError(f"{address} was erased, so it is not added back.", hint=_erased_hint(address))

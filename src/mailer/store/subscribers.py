@@ -260,10 +260,11 @@ class SubscriberStore:
             events.add(old.id, ev.CONSENT, now, detail=consent_detail(s))
         return "updated"
 
-    def add(self, s: Subscriber, secret: bytes, now: str, *, new_consent: bool = False) -> str:
+    def add(self, s: Subscriber, secret: bytes, now: str, *, new_consent: bool = False, rejoin: bool = False) -> str:
         """`subscribers add`: the same rules as an import of one row, asked for by a person.
 
-        The lists named are joined even if the person left them before. With new_consent
+        With rejoin (lists named by --list) they are joined even if the person left them
+        before. With new_consent
         (they signed up again, and `--consent` says what they agreed to) the consent record
         is replaced, and someone unsubscribed, bounced or even erased comes back: the only
         way back for an erased person. Returns 'added', 'updated', 'unchanged', 'suppressed'
@@ -282,7 +283,7 @@ class SubscriberStore:
                 if s.consent_text:
                     self.db.events.add(new_id, ev.CONSENT, now, detail=consent_detail(s))
                 return "back" if erased else "added"
-            outcome = self._update(old, s, now, rejoin=True, new_consent=new_consent)
+            outcome = self._update(old, s, now, rejoin=rejoin, new_consent=new_consent)
             return "back" if outcome == "updated" and old.status != ACTIVE else outcome
 
     def import_rows(
