@@ -3,7 +3,6 @@ column, a template of one's own, and the preview in a browser."""
 
 from __future__ import annotations
 
-import json
 import re
 import stat
 from pathlib import Path

@@ -13,7 +13,7 @@ from email import policy
 from email.parser import BytesParser
 
 from tests.conftest import REPO
-from tests.test_send import EVERYONE, sample_workspace, sending, set_config  # noqa: F401 (fixtures)
+from tests.test_send import sample_workspace, sending, set_config  # noqa: F401 (fixtures)
 
 SPECIALS = REPO / "examples" / "december-specials.md"
 NEWS = REPO / "examples" / "monthly-news.md"

@@ -18,7 +18,6 @@ from tests.conftest import REPO
 from tests.test_send import EVERYONE, Sending, sample_workspace, sending  # noqa: F401 (fixtures)
 
 DAY = 24 * 3600
-NEWS = REPO / "examples" / "monthly-news.md"
 
 
 def copy_as(sending: Sending, name: str, edit=lambda text: text):

@@ -21,7 +21,7 @@ import pytest
 from mailer.clock import FakeClock
 from mailer.lock import WorkspaceLock
 from tests.conftest import Mailer
-from tests.test_send import EVERYONE, SENDER, Sending, sample_workspace, sending, wire  # noqa: F401 (fixtures)
+from tests.test_send import EVERYONE, SENDER, Sending, sample_workspace, sending  # noqa: F401 (fixtures)
 
 
 def interrupting(sending: Sending, action) -> Mailer:
