@@ -8,6 +8,8 @@ mail.com, gmx.com...) are known and left alone.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 # The providers most of a small practice's patients use (US first), whose slips we catch.
 # Very short ones (me.com, msn.com, cox.net, att.net, live.com) are left out: too many real
 # domains (box.net, line.com, life.com) are one slip from them.
@@ -43,6 +45,7 @@ def one_slip(a: str, b: str) -> bool:
     return short[i:] == long_[i + 1:]
 
 
+@lru_cache(maxsize=4096)  # a list has a few hundred domains for its many addresses
 def suggest_domain(domain: str) -> str | None:
     """The provider's domain this one looks like a slip of, or None (also for every real one)."""
     domain = domain.strip().lower().rstrip(".")
