@@ -219,6 +219,12 @@ def test_a_test_send_goes_to_you_only_and_records_no_delivery(sending):
     log = (sending.home / "logs" / "mailer.log").read_text()
     assert '"event": "test"' in log and "250" in log
 
+    # A stored campaign can be tested too, and stays as it was.
+    assert sending.m("campaign", "create", sending.content).exit_code == 0
+    assert sending.m("send", "1", "--test-to", "me@closter-acupuncture.example").exit_code == 0
+    assert len(sending.server.received) == 2
+    assert sending.report()["status"] == "draft" and sending.rows(None) == []
+
 
 def test_a_test_send_as_a_subscriber_uses_their_name_and_an_unsubscribe_link_for_nobody(sending):
     result = sending.m("send", sending.content, "--test-to", "me@closter-acupuncture.example",
