@@ -2,8 +2,12 @@
 
     recover what a crash left 'sending' -> requeue what a person asked to retry
     -> take the snapshot again (before the start only) -> pre-send checks
-    -> settings -> confirm (a person, or --yes) -> start (fix the audience, once)
+    -> settings -> the same letter sent lately? (before the start only)
+    -> confirm (a person, or --yes) -> start (fix the audience, once)
     -> the engine over a transport -> finish -> a RunReport (figures, exit code)
+
+Ctrl-C or SIGTERM while sending pauses the campaign (`Interrupted`, exit 130 or 143);
+only a person's `mailer send ID` goes on. `send_test` is the one-message test send.
 
 Every status change goes through the store's transitions (mailer.lifecycle); the
 caller only shows things, through a RunObserver.
@@ -318,9 +322,12 @@ def _interrupted(store: Store, ws: Workspace, campaign: Campaign, clock: Clock, 
     what = "SIGTERM" if terminated else "Ctrl-C"
     if dry_run or not campaign.id:
         return Interrupted(f"Interrupted by {what}; nothing was sent.", terminated=terminated)
+    current = store.campaigns.require(campaign.id)
+    if not current.started:  # stopped before its audience was fixed
+        return Interrupted(f"Interrupted by {what} before campaign {campaign.id} started; nothing was sent.",
+                           terminated=terminated)
     counts = store.deliveries.counts(campaign.id)
     sent, total = counts[D.SENT], sum(counts.values())
-    current = store.campaigns.require(campaign.id)
     if current.status == C.SENDING:
         when = local_time_text(iso(clock.now()), ws.config.sending.timezone)
         current = store.campaigns.pause(campaign.id, f"interrupted by {what} at {when}: {sent} of {total} sent")
