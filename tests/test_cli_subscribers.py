@@ -101,7 +101,8 @@ def test_import_reports_exactly_the_contract_json(mailer, tmp_path):
     result = mailer("import", f, "--json")
     assert result.exit_code == 1  # done, but a row failed
     doc = json.loads(result.stdout)
-    assert list(doc) == ["read", "added", "updated", "unchanged", "duplicates", "invalid", "suppressed", "rejects"]
+    assert list(doc) == ["read", "added", "updated", "unchanged", "duplicates", "invalid", "suppressed", "rejects",
+                         "typos", "no_consent"]
     assert doc["read"] == 4 and doc["added"] == 2 and doc["duplicates"] == 1 and doc["invalid"] == 1
     assert doc["rejects"] == [{"line": 5, "value": "not-an-email", "reason": doc["rejects"][0]["reason"]}]
     assert "@" in doc["rejects"][0]["reason"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -295,9 +294,12 @@ def test_an_erased_person_leaves_no_address_in_the_database_or_the_logs(mailer, 
     smtp_server.respond(target, "550 5.7.1 <Patient001@Example.com> refused by policy")
     other = tmp_path / "february-news.md"
     other.write_text(NEWS.read_text().replace('subject: "How', 'subject: "February: how', 1) + "\nA different letter.\n")
-    sent = mailer("send", other, "--yes")
+    sent = mailer("send", other, "--yes", "--allow-repeat")
     assert mailer.json("campaign", "show", "2")["status"] == "paused", sent.stderr
     assert mailer("send", "1", "--dry-run").exit_code in (0, 2)
+    # Their history holds their own words too: a list left, a new consent.
+    mailer("subscribers", "unsubscribe", target, "--list", "specials", "--reason", "patient001 asked by phone")
+    mailer("subscribers", "add", target, "--consent", "patient001 signed the desk form")
     assert mailer("subscribers", "erase", target.upper(), "--yes").exit_code == 0
     for path in mailer.home.rglob("*"):
         if path.is_file():

@@ -151,7 +151,7 @@ def check_outcome(sending, people, summary):
     news = sending.content.with_name("january-news.md")
     news.write_text(sending.content.read_text().replace("December specials", "January news"))
     # (one complaint in 46 messages is above the 0.3% guard: forced, see the test below)
-    assert sending.m("send", news, "--yes", "--list", "specials", "--force").exit_code == 0
+    assert sending.m("send", news, "--yes", "--list", "specials", "--force", "--allow-repeat").exit_code == 0
     got = {rec.rcpt_tos[0] for rec in sending.server.received}
     assert len(got) == EVERYONE - 3
     assert not {wire(hard), wire(leaves), wire(complains)} & got and wire(delayed) in got
@@ -235,9 +235,9 @@ def test_complaints_above_three_in_a_thousand_stop_a_new_campaign(returned, tmp_
     assert report["complaints"] == 1 and report["complaint_rate"] == round(1 / EVERYONE, 5)
     news = sending.content.with_name("january-news.md")
     news.write_text(sending.content.read_text().replace("December specials", "January news"))
-    refused = sending.m("send", news, "--yes", "--list", "specials")
+    refused = sending.m("send", news, "--yes", "--list", "specials", "--allow-repeat")
     assert refused.exit_code == 2 and "0.3%" in refused.stderr and "--force" in refused.stderr
     sending.server.reset()
-    forced = sending.m("send", news, "--yes", "--list", "specials", "--force")
+    forced = sending.m("send", news, "--yes", "--list", "specials", "--force", "--allow-repeat")
     assert forced.exit_code == 0, forced.stderr
     assert len(sending.server.received) == EVERYONE - 1  # the one who complained is unsubscribed

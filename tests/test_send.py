@@ -205,17 +205,19 @@ def test_sends_everyone_once_and_marks_the_campaign_done(sending):
     assert [m.rcpt_tos for m in sending.server.received if "SMTPUTF8" in m.mail_options] == [[wire(RENEE)]]
 
 
-def test_a_finished_campaign_is_not_sent_again_unless_created_again(sending):
+def test_a_finished_campaign_is_not_sent_again_unless_repeated_on_purpose(sending):
     assert sending.send(sending.content).exit_code == 0
 
     again = sending.send(sending.content)
     assert again.exit_code == 2
-    assert "already sent" in again.stderr and "campaign create" in again.stderr
+    assert "already sent" in again.stderr and "--allow-repeat" in again.stderr
     by_id = sending.send("1")
     assert by_id.exit_code == 0, by_id.stderr
     assert len(sending.server.received) == EVERYONE
 
-    created = sending.m("campaign", "create", sending.content)
+    refused = sending.m("campaign", "create", sending.content)
+    assert refused.exit_code == 2 and "campaign 1" in refused.stderr and "--allow-repeat" in refused.stderr
+    created = sending.m("campaign", "create", sending.content, "--allow-repeat")
     assert created.exit_code == 0 and created.stdout.strip() == "2"
     assert sending.send("2").exit_code == 0
     sending.assert_sent_once(1)
@@ -319,7 +321,7 @@ def test_daily_cap_leaves_the_rest_for_the_next_day(sending):
 
 def test_daily_cap_counts_every_campaign_of_the_day(sending):
     assert sending.send(sending.content, "--limit", "15").exit_code == 0
-    assert sending.m("campaign", "create", sending.content, "--name", "second").stdout.strip() == "2"
+    assert sending.m("campaign", "create", sending.content, "--name", "second", "--allow-repeat").stdout.strip() == "2"
 
     result = sending.send("2", "--per-day", "20")
 
@@ -448,7 +450,7 @@ def test_a_bounced_subscriber_is_not_mailed_by_a_later_campaign(sending):
     sending.server.respond(target, "550 5.1.1 <maria.russo@example.org>: Recipient address rejected: User unknown")
     assert sending.send(sending.content).exit_code == 1
 
-    assert sending.m("campaign", "create", sending.content).stdout.strip() == "2"
+    assert sending.m("campaign", "create", sending.content, "--allow-repeat").stdout.strip() == "2"
     result = sending.send("2")
 
     assert result.exit_code == 0, result.stderr

@@ -124,7 +124,15 @@ def test_erase_leaves_only_a_keyed_hash(tmp_path):
     with Store.open(path) as store:
         store.subscribers.add(sub("secret.person@example.com", first_name="Zebedee"), SECRET, NOW)
         store.subscribers.add(sub("other@example.com"), SECRET, NOW)
+        # Their history: a consent in their own words, a list left, a resubscribe.
+        store.subscribers.add(sub("secret.person@example.com", consent_text="Zebedee says yes to news",
+                                  consent_method="front-desk"), SECRET, NOW, new_consent=True)
+        store.subscribers.leave("secret.person@example.com", ["specials"], "Zebedee has too much mail", NOW)
+        person = store.subscribers.get("secret.person@example.com")
+        assert len(store.events.history(person.id)) == 3
         assert store.subscribers.erase("secret.person@example.com", SECRET, "asked", LATER)
+        assert store.events.history(person.id) == []
+        assert store.conn.execute("SELECT count(*) FROM subscriber_events").fetchone()[0] == 1  # the other one's
         assert store.subscribers.get("secret.person@example.com") is None
         assert store.subscribers.is_erased(SECRET, "secret.person@example.com")
         assert store.subscribers.add(sub("Secret.Person@example.com"), SECRET, LATER) == "suppressed"

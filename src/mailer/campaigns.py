@@ -11,7 +11,7 @@ import secrets
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .checks import Check, run_checks
 from .clock import Clock, iso, parse_iso
@@ -21,6 +21,8 @@ from .errors import InputError, MailerError, NotFound
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign
 from .render import Renderer, resolve_templates
+from .repeats import WINDOW_DAYS, Repeat, find_repeat, letter_text
+from .schedule import local_time_text
 from .store import Store
 from .text import slug
 from .validate import InvalidValue, parse_lists, parse_tags
@@ -71,9 +73,25 @@ def store_campaign(store: Store, draft: Campaign, clock: Clock) -> Campaign:
     return store.campaigns.create(draft, iso(clock.now()))
 
 
-def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock: Clock, **audience) -> Campaign:
-    """`mailer campaign create`: draft a campaign from a content file and store it."""
-    return store_campaign(store, draft_campaign(ws, content_path, clock, **audience), clock)
+def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock: Clock, *,
+                    secret: bytes | None = None, allow_repeat: bool = False, **audience) -> Campaign:
+    """`mailer campaign create`: draft a campaign from a content file and store it.
+
+    With the workspace's secret the letter is rendered once and kept, and a letter that
+    already went to these people lately is refused (InputError) unless allow_repeat.
+    """
+    draft = replace(draft_campaign(ws, content_path, clock, **audience), allow_repeat=allow_repeat)
+    if secret is not None:
+        try:
+            draft = replace(draft, letter=letter_text(renderer_for(draft, ws, secret, clock)))
+        except MailerError:
+            pass  # stored anyway; `mailer check` and the send say what is wrong
+        if draft.letter and not allow_repeat:
+            found = find_repeat(store, draft, draft.letter, clock.now(), letter_reader(store, ws, secret, clock))
+            if found is not None:
+                raise InputError(_repeat_message(found, ws.config.sending.timezone) + ".",
+                                 hint="Add --allow-repeat to make the campaign anyway.")
+    return store_campaign(store, draft, clock)
 
 
 def find_campaign(store: Store, ref: str) -> Campaign:
@@ -91,13 +109,17 @@ def campaign_for_send(
     *,
     list_name: str | None = None,
     tags: Iterable[str] = (),
+    retry: bool = False,
+    allow_repeat: bool = False,
 ) -> tuple[Campaign, list[str]]:
     """What `mailer send REF` means: a campaign id, or a content file.
 
     For a file: the unfinished campaign made from it if there is one, else a new one,
     not yet stored (id 0: `run_campaign` stores it when sending really starts, and a
-    dry-run never does); a finished one is never sent again this way. Returns the
-    campaign and warnings.
+    dry-run never does). A finished one is not sent again this way, except that with
+    `retry` (--retry-failed, --retry-unknown) the last campaign made from the file is the
+    one meant, and with `allow_repeat` a new campaign is made. Returns the campaign and
+    warnings.
     """
     if ref.strip().isdigit() and not Path(ref).is_file():
         return find_campaign(store, ref), []
@@ -112,14 +134,19 @@ def campaign_for_send(
         if list_name or tags:
             warnings.append(f"--list/--tag ignored: campaign {campaign.id} already has its audience.")
         return campaign, warnings
-    if made:
+    if made and retry:
+        return made[-1], []
+    if made and not allow_repeat:
         last = made[-1]
         raise InputError(
             f"{path.name} was already sent as campaign {last.id} ({last.status}); it is not sent again.",
-            hint=f"To try its failed deliveries again: `mailer send {last.id} --retry-failed`; to send it to "
-            f"everyone once more: `mailer campaign create {ref}`, then send the new campaign.",
+            hint=f"To try its failed or unknown deliveries again: `mailer send {ref} --retry-failed` "
+            f"(or --retry-unknown); to send it to everyone once more: add --allow-repeat.",
         )
-    return draft_campaign(ws, path, clock, list_name=list_name, tags=tags), []
+    if retry:
+        raise InputError(f"{path.name} has not been sent yet, so there is nothing to retry.",
+                         hint=f"Send it with `mailer send {ref}`.")
+    return replace(draft_campaign(ws, path, clock, list_name=list_name, tags=tags), allow_repeat=allow_repeat), []
 
 
 def refresh_snapshot(store: Store | None, ws: Workspace, campaign: Campaign) -> tuple[Campaign, list[str]]:
@@ -165,6 +192,74 @@ def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, r
     """The pre-send checks of `mailer check`, on the campaign's snapshot."""
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
     return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock, renderer)
+
+
+def letter_reader(store: Store | None, ws: Workspace, secret: bytes, clock: Clock) -> Callable[[Campaign], str]:
+    """How to get an earlier campaign's letter when it was stored without one (before mailer
+    kept them): rendered from its snapshot once, and kept (unless store is None: a dry run)."""
+
+    def letter_of(campaign: Campaign) -> str:
+        try:
+            letter = letter_text(renderer_for(campaign, ws, secret, clock))
+        except MailerError:
+            return ""  # a snapshot that no longer renders cannot be compared
+        if store is not None:
+            store.campaigns.set_letter(campaign.id, letter)
+        return letter
+
+    return letter_of
+
+
+def _repeat_message(found: Repeat, timezone: str) -> str:
+    e = found.earlier
+    what = "The same letter" if found.same else f"Nearly the same letter ({int(found.alike * 100)}% alike)"
+    when = local_time_text(found.span.first, timezone)
+    return (f"{what} went out as campaign {e.id} ({e.name}) on {when}: {found.reached} of the "
+            f"{found.audience} people it would go to got it then")
+
+
+def repeat_check(store: Store, ws: Workspace, campaign: Campaign, secret: bytes, clock: Clock, *,
+                 refuse: bool, writes: bool = True) -> Check:
+    """Has the same (or nearly the same) letter gone to some of these people in the last 30 days?
+
+    An error when `refuse` (a send without --allow-repeat), else a warning. The campaign
+    must carry its letter (`letter_text`).
+    """
+    found = find_repeat(store, campaign, campaign.letter, clock.now(),
+                        letter_reader(store if writes else None, ws, secret, clock))
+    if found is None:
+        return Check("pass", "repeat", f"No campaign of the last {WINDOW_DAYS} days sent this letter to these people.")
+    message = _repeat_message(found, ws.config.sending.timezone)
+    if refuse:
+        return Check("error", "repeat", message + "; --allow-repeat sends it to them again anyway.")
+    return Check("warning", "repeat", message + ".")
+
+
+def consent_check(store: Store, campaign: Campaign) -> Check:
+    """How many of the campaign's audience have no consent record at all."""
+    audience = store.subscribers.audience_count(campaign.list_name, campaign.tags)
+    missing = store.subscribers.audience_without_consent(campaign.list_name, campaign.tags)
+    if missing:
+        return Check("warning", "consent", f"{missing} of the {audience} people on the {campaign.list_name} list "
+                     "have no consent record (no opt-in time, IP, form or consent text); keep proof of how they signed up.")
+    return Check("pass", "consent", f"All {audience} people on the {campaign.list_name} list have a consent record.")
+
+
+def check_content(store: Store | None, ws: Workspace, path: str | Path, secret: bytes, clock: Clock, *,
+                  allow_repeat: bool = False) -> list[Check]:
+    """`mailer check FILE`: the pre-send checks, and (with a store) the repeat and consent checks
+    for the audience the letter would go to now. Writes nothing."""
+    campaign = draft_campaign(ws, path, clock)
+    try:
+        renderer = renderer_for(campaign, ws, secret, clock)
+    except MailerError:
+        renderer = None
+    checks = checks_for(campaign, ws, secret, clock, renderer)
+    if store is not None and renderer is not None:
+        campaign = replace(campaign, letter=letter_text(renderer))
+        checks.append(repeat_check(store, ws, campaign, secret, clock, refuse=not allow_repeat, writes=False))
+        checks.append(consent_check(store, campaign))
+    return checks
 
 
 def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tuple[list[Campaign], list[Campaign]]:

@@ -23,7 +23,8 @@ DELIMITERS = (",", ";", "\t", "|")
 # Big enough for any honest cell (a long note), small enough to stop a runaway quote.
 csv.field_size_limit(1 << 20)
 
-# The columns of our own export, in order. A file carrying them is a mailer backup.
+# The columns of our own export, in order. A file carrying the first thirteen is a mailer
+# backup (the consent columns came later: an older backup is still one).
 EXPORT_COLUMNS = (
     "email",
     "first_name",
@@ -38,7 +39,13 @@ EXPORT_COLUMNS = (
     "updated_at",
     "unsubscribed_at",
     "unsubscribed_reason",
+    "consent_method",
+    "consent_text",
+    "consent_version",
+    "consent_url",
+    "consent_user_agent",
 )
+_BACKUP_COLUMNS = EXPORT_COLUMNS[:13]
 REJECT_COLUMNS = ("reject_line", "reject_reason")
 
 # Header aliases, compared after `header_key` (case, spaces and punctuation removed).
@@ -66,7 +73,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "unsubscribed_reason": ("unsubscribedreason", "unsubreason"),
     "unsubscribed_reason_other": ("unsubreasonother",),
     "cleaned_at": ("cleantime",),
+    "consent_method": ("consentmethod", "optinmethod", "signupmethod"),
+    "consent_text": ("consenttext", "consent", "consentwording"),
+    "consent_version": ("consentversion", "consenttextversion"),
+    "consent_url": ("consenturl", "formurl", "signupurl", "signupform", "optinurl"),
+    "consent_user_agent": ("consentuseragent", "useragent"),
 }
+# The fields a person may point at with --email-column and --name-column.
+CHOOSABLE = {"email": "--email-column", "name": "--name-column"}
 
 _NON_ALNUM = re.compile(r"[\W_]+", re.UNICODE)
 _LOOKS_LIKE_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
@@ -109,8 +123,25 @@ class ColumnMap:
         return name in self.indexes
 
 
-def map_columns(header: Sequence[str]) -> ColumnMap:
-    """Recognise the header names of Mailchimp, Google, Outlook, Excel and our own export."""
+def _chosen(header: Sequence[str], keys: list[str], field_name: str, name: str) -> int:
+    """The index of the column a person named (--email-column "Contact"), or InputError."""
+    for i, h in enumerate(header):
+        if h.strip().casefold() == name.strip().casefold():
+            return i
+    if header_key(name) in keys:
+        return keys.index(header_key(name))
+    raise InputError(
+        f"{CHOOSABLE[field_name]} {name!r} is not a column of this file: its header row has {_shown(header)}.",
+        hint="Give the column's name exactly as the first row of the file writes it.",
+    )
+
+
+def map_columns(header: Sequence[str], chosen: dict[str, str] | None = None) -> ColumnMap:
+    """Recognise the header names of Mailchimp, Google, Outlook, Excel and our own export.
+
+    `chosen` names columns a person picked ({"email": "Contact", "name": "Patient"}); they
+    win over the recognised ones.
+    """
     keys = [header_key(h) for h in header]
     indexes: dict[str, int] = {}
     for field_name, aliases in ALIASES.items():
@@ -118,13 +149,20 @@ def map_columns(header: Sequence[str]) -> ColumnMap:
             if alias in keys:
                 indexes[field_name] = keys.index(alias)
                 break
+    for field_name, name in (chosen or {}).items():
+        indexes[field_name] = _chosen(header, keys, field_name, name)
+        if field_name == "name":  # the chosen column is the whole name, not a first or last one
+            indexes.pop("first_name", None)
+            indexes.pop("last_name", None)
+        if field_name == "email":
+            indexes.pop("email2", None)
     if "email" not in indexes:
         # "E-mail 2 Address", "Work Email", "Email (personal)": any header naming an e-mail
         for i, k in enumerate(keys):
             if "email" in k or k.startswith("mail"):
                 indexes["email"] = i
                 break
-    ours = {header_key(c) for c in EXPORT_COLUMNS} <= set(keys)
+    ours = {header_key(c) for c in _BACKUP_COLUMNS} <= set(keys)
     neutralised = ours or header_key(REJECT_COLUMNS[1]) in keys
     return ColumnMap(header=tuple(header), indexes=indexes, ours=ours, neutralised=neutralised)
 
@@ -313,8 +351,11 @@ def _shown(header: Sequence[str]) -> str:
     return ", ".join(repr(h) for h in header[:12]) + (", ..." if len(header) > 12 else "")
 
 
-def open_csv(path: str | Path, encoding: str | None = None) -> CsvFile:
-    """Open a subscriber CSV: detect encoding and delimiter, find the header and the email column."""
+def open_csv(path: str | Path, encoding: str | None = None, columns: dict[str, str] | None = None) -> CsvFile:
+    """Open a subscriber CSV: detect encoding and delimiter, find the header and the email column.
+
+    `columns` are the columns a person chose by name (--email-column, --name-column).
+    """
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path} is a directory, not a CSV file.")
@@ -333,13 +374,13 @@ def open_csv(path: str | Path, encoding: str | None = None) -> CsvFile:
     except PermissionError:
         raise InputError(f"{path} cannot be read: permission denied.") from None
     try:
-        return _open_stream(path, stream, encoding)
+        return _open_stream(path, stream, encoding, columns)
     except BaseException:
         stream.close()
         raise
 
 
-def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
+def _open_stream(path: Path, stream: IO[str], encoding: str, chosen: dict[str, str] | None = None) -> CsvFile:
     try:
         sample = stream.read(SAMPLE_BYTES)
     except UnicodeDecodeError:
@@ -370,7 +411,7 @@ def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
     if first is None:
         raise InputError(f"{path} is empty: there are no rows to read.")
     header = [c.replace("\ufeff", "").strip() for c in first[1]]
-    columns = map_columns(header)
+    columns = map_columns(header, chosen)
     if "email" in columns:
         return CsvFile(path, encoding, delimiter, columns, False, stream, reader, None, kept)
     # No header names an e-mail: a bare list of addresses, or a file we cannot use.
@@ -380,7 +421,7 @@ def _open_stream(path: Path, stream: IO[str], encoding: str) -> CsvFile:
             return CsvFile(path, encoding, delimiter, columns, True, stream, reader, first, kept)
     raise InputError(
         f"{path} has no email column: the header row has {_shown(header)}.",
-        hint="Rename the column holding addresses to 'email', or export the file again with it.",
+        hint="Name the column holding the addresses: --email-column \"Contact\" (as the header row writes it).",
     )
 
 
@@ -389,6 +430,7 @@ def export_row(s) -> list[str]:
     return [
         s.email, s.first_name, s.last_name, s.status, ",".join(s.lists), ",".join(s.tags), s.source,
         s.optin_time, s.optin_ip, s.created_at, s.updated_at, s.unsubscribed_at, s.unsubscribed_reason,
+        s.consent_method, s.consent_text, s.consent_version, s.consent_url, s.consent_user_agent,
     ]
 
 

@@ -14,6 +14,8 @@ class ExitCode(IntEnum):
     SMTP = 3  # cannot reach or log in to the SMTP server
     LOCKED = 4  # another run holds the lock
     INTERNAL = 70  # a bug: an exception nobody expected (EX_SOFTWARE)
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+    TERMINATED = 143  # SIGTERM (128 + SIGTERM)
 
 
 class MailerError(Exception):
@@ -80,3 +82,13 @@ class MailboxError(MailerError):
     """The mailbox (IMAP server) cannot be reached, refuses our login, or cannot do what was asked."""
 
     exit_code = ExitCode.SMTP  # "cannot reach or log in to the mail server"
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt by the CLI while a send runs: handled as Ctrl-C is."""
+
+
+class Interrupted(MailerError):
+    """A person (Ctrl-C) or the system (SIGTERM) stopped a send; the campaign is paused."""
+
+    def __init__(self, message: str, hint: str | None = None, *, terminated: bool = False):
+        super().__init__(message, hint)
+        self.exit_code = ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED

@@ -5,15 +5,32 @@ from __future__ import annotations
 import csv
 import os
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
 from .files import atomic_writer
 from .csvio import REJECT_COLUMNS, CsvFile, map_columns, neutralise, open_csv
 from .errors import InputError
-from .models import ImportSummary, Reject, Subscriber
+from .models import ImportSummary, Reject, Subscriber, Typo
 from .store import Store
-from .validate import RowDefaults, RowParser
+from .typos import suggest_address
+from .validate import InvalidValue, RowDefaults, RowParser, normalise_email
+
+
+def look_alike(sub: Subscriber, line: int, fix: bool) -> tuple[Subscriber, Typo | None]:
+    """A subscriber whose domain looks like a slip of a common provider's: the Typo found, and
+    (with fix) the subscriber with the provider's domain. Never changes anything without fix."""
+    suggestion = suggest_address(sub.email)
+    if suggestion is None:
+        return sub, None
+    if not fix:
+        return sub, Typo(line, sub.email, suggestion)
+    try:
+        email, key, _ = normalise_email(suggestion)
+    except InvalidValue:
+        return sub, Typo(line, sub.email, suggestion)
+    return replace(sub, email=email, email_key=key), Typo(line, sub.email, suggestion, fixed=True)
 
 
 def one_row(fields: dict[str, str], defaults: RowDefaults) -> Subscriber:
@@ -28,11 +45,22 @@ def one_row(fields: dict[str, str], defaults: RowDefaults) -> Subscriber:
     return record
 
 
-def records(csv_file: CsvFile, defaults: RowDefaults) -> Iterator[Subscriber | Reject]:
-    """Validate every data row of an opened CSV file, lazily."""
+def records(csv_file: CsvFile, defaults: RowDefaults, notes: ImportSummary | None = None) -> Iterator[Subscriber | Reject]:
+    """Validate every data row of an opened CSV file, lazily.
+
+    Look-alike domains (and, with --fix-typos, their fixes) and rows without any consent
+    fact are noted in `notes` (its typos and no_consent).
+    """
     parse = RowParser(csv_file.columns, defaults)
     for line, cells in csv_file.rows():
-        yield parse(line, cells)
+        record = parse(line, cells)
+        if notes is not None and isinstance(record, Subscriber):
+            record, typo = look_alike(record, line, defaults.fix_typos)
+            if typo is not None:
+                notes.typos.append(typo)
+            if not record.has_consent_facts:
+                notes.no_consent += 1
+        yield record
 
 
 @contextmanager
@@ -65,18 +93,22 @@ def import_file(
     encoding: str | None = None,
     commit: bool = True,
     rejects_path: str | os.PathLike | None = None,
+    columns: dict[str, str] | None = None,
 ) -> ImportSummary:
     """Import (commit=True) or analyse (commit=False) a subscriber CSV file.
 
     Either every row is stored or, if anything goes wrong part-way, nothing is.
+    `columns` are columns a person chose by name ({"email": "Contact"}).
     """
-    with open_csv(path, encoding=encoding) as csv_file:
+    notes = ImportSummary()
+    with open_csv(path, encoding=encoding, columns=columns) as csv_file:
         header = csv_file.columns.header
         with _rejects_writer(Path(rejects_path) if rejects_path else None, header) as on_reject:
             summary = store.subscribers.import_rows(
-                records(csv_file, defaults), secret, now, commit=commit, on_reject=on_reject
+                records(csv_file, defaults, notes), secret, now, commit=commit, on_reject=on_reject
             )
     summary.detected = describe(csv_file)
+    summary.typos, summary.no_consent = notes.typos, notes.no_consent
     return summary
 
 

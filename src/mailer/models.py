@@ -8,6 +8,8 @@ from .lifecycle import CampaignStatus, DeliveryStatus, SubscriberStatus
 
 STATUSES = tuple(SubscriberStatus)
 DEFAULT_LISTS = ("news", "specials")
+# How a person came to agree to be mailed (issue 13): the consent record's method.
+CONSENT_METHODS = ("form", "double-opt-in", "front-desk", "import")
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,22 @@ class Subscriber:
     unsubscribed_at: str = ""
     unsubscribed_reason: str = ""
     id: int | None = None
+    # The consent record, beside source, opt-in time and IP.
+    consent_method: str = ""  # one of CONSENT_METHODS, or "" (not known: stored before it was asked)
+    consent_text: str = ""  # what they agreed to, in the words they saw
+    consent_version: str = ""  # which version of that text
+    consent_url: str = ""  # the form's page
+    consent_user_agent: str = ""
+    left_lists: tuple[str, ...] = ()  # lists they left on purpose: an import never joins them again
 
     @property
     def full_name(self) -> str:
         return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    @property
+    def has_consent_facts(self) -> bool:
+        """Is anything known about how they agreed (a time, an IP, a form, the words)?"""
+        return any((self.optin_time, self.optin_ip, self.consent_text, self.consent_url, self.consent_user_agent))
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,16 @@ class Reject:
     value: str
     reason: str
     row: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Typo:
+    """An address whose domain looks like a slip of a common provider's (gmial.com)."""
+
+    line: int
+    email: str  # as it was read
+    suggestion: str  # the address with the provider's domain
+    fixed: bool = False  # --fix-typos stored the suggestion instead
 
 
 @dataclass
@@ -59,6 +83,8 @@ class ImportSummary:
     suppressed: int = 0
     rejects: list[Reject] = field(default_factory=list)
     detected: str = ""  # what the reader found: encoding, delimiter, columns
+    typos: list[Typo] = field(default_factory=list)
+    no_consent: int = 0  # rows without any consent fact: stored with method 'import'
 
     def as_json(self) -> dict:
         return {
@@ -70,6 +96,8 @@ class ImportSummary:
             "invalid": self.invalid,
             "suppressed": self.suppressed,
             "rejects": [{"line": r.line, "value": r.value, "reason": r.reason} for r in self.rejects],
+            "typos": [{"line": t.line, "email": t.email, "suggestion": t.suggestion, "fixed": t.fixed} for t in self.typos],
+            "no_consent": self.no_consent,
         }
 
 
@@ -97,6 +125,8 @@ class Campaign:
     created_at: str
     started_at: str
     finished_at: str
+    letter: str = ""  # subject and body as a sample subscriber reads them, normalised (mailer.repeats)
+    allow_repeat: bool = False  # a person said: send it even if the same letter went out lately
 
     @property
     def finished(self) -> bool:
@@ -106,6 +136,15 @@ class Campaign:
     def started(self) -> bool:
         """Its audience is fixed and its snapshot is what goes out."""
         return self.status not in (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
+
+
+@dataclass(frozen=True)
+class SentSpan:
+    """When a campaign's messages went out: the first and last sent (UTC ISO), and how many."""
+
+    first: str
+    last: str
+    count: int
 
 
 @dataclass(frozen=True)
@@ -135,3 +174,16 @@ class Outcome:
     reply: str  # the server's reply, or why it was not sent
     time: str  # UTC ISO, when it was decided
     bounce: bool = False  # the address does not exist: the subscriber is suppressed too
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One line of `subscribers show`'s history: an event of the person, or a delivery to them."""
+
+    time: str  # UTC ISO
+    kind: str  # added, consent, joined, left, unsubscribed, resubscribed, bounced, delivery, ...
+    list_name: str = ""
+    campaign_id: int | None = None
+    campaign_name: str = ""
+    status: str = ""  # a delivery's status
+    detail: str = ""  # a delivery's server reply, or what the event was about

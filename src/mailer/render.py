@@ -947,6 +947,18 @@ class Renderer:
         )
         return RenderedMessage(message_id=message_id, to=subscriber.email, data=data, text=text, html=html)
 
+    def letter(self, subscriber: Subscriber) -> str:
+        """What the letter says to one subscriber, without the template around it: subject,
+        preheader, offers and the body's text (to compare two letters, whatever their file)."""
+        c = self.content
+        parts = [c.subject, c.preheader]
+        for o in c.offers:
+            parts += [o.title, o.details, o.price, o.was_price, o.code, str(o.valid_until or "")]
+        # A fixed token date: the same letter reads the same whichever day it is compared.
+        ctx = self._context(subscriber, make_token(self.secret, 0, self.list_name, date(2000, 1, 1)))
+        parts.append(str(ctx["body_text"]))
+        return "\n".join(p for p in parts if p)
+
     def default_message_id(self, subscriber: Subscriber) -> str:
         """`<hash@sender-domain>`, the same for the same campaign and subscriber (so a retry matches)."""
         who = str(subscriber.id) if subscriber.id is not None else subscriber.email_key or subscriber.email

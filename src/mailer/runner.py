@@ -2,8 +2,12 @@
 
     recover what a crash left 'sending' -> requeue what a person asked to retry
     -> take the snapshot again (before the start only) -> pre-send checks
-    -> settings -> confirm (a person, or --yes) -> start (fix the audience, once)
+    -> settings -> the same letter sent lately? (before the start only)
+    -> confirm (a person, or --yes) -> start (fix the audience, once)
     -> the engine over a transport -> finish -> a RunReport (figures, exit code)
+
+Ctrl-C or SIGTERM while sending pauses the campaign (`Interrupted`, exit 130 or 143);
+only a person's `mailer send ID` goes on. `send_test` is the one-message test send.
 
 Every status change goes through the store's transitions (mailer.lifecycle); the
 caller only shows things, through a RunObserver.
@@ -11,23 +15,32 @@ caller only shows things, through a RunObserver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import secrets
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
-from .campaigns import checks_for, refresh_snapshot, renderer_for, store_campaign
+from .campaigns import (
+    checks_for, draft_campaign, find_campaign, refresh_snapshot, renderer_for, repeat_check, store_campaign,
+)
 from .checks import Check
 from .clock import Clock, iso
 from .config import Workspace
-from .errors import ExitCode, InputError, MailerError
+from .content import parse_content
+from .errors import ExitCode, InputError, Interrupted, MailerError, SmtpError, Terminated
 from .lifecycle import CampaignStatus, DeliveryStatus
-from .models import Campaign
+from .models import Campaign, SentSpan
 from .readiness import audience_problems, complaint_problems, sending_problems
+from .repeats import letter_text
 from .runlog import RunLog, loggable
+from .schedule import local_time_text
+from .render import Renderer, sample_subscriber
 from .send import AudienceLog, CampaignSender, DeliveryLog, Event, SendOptions, SendResult, StoreLog
 from .store import Store
-from .transport import DryRunTransport, SmtpTransport, Transport
+from .transport import ConnectionLost, DryRunTransport, Envelope, SmtpTransport, Transport, envelope_address
+from .validate import InvalidValue, normalise_email
 
 C, D = CampaignStatus, DeliveryStatus
 
@@ -69,6 +82,7 @@ class SendPlan:
     campaign: Campaign
     to_send: int
     server: str
+    subject_last_sent: tuple[Campaign, SentSpan] | None = None  # the last campaign with this subject
 
 
 class RunObserver(Protocol):
@@ -195,6 +209,7 @@ def run_campaign(
     retry_failed: bool = False,
     retry_unknown: bool = False,
     force: bool = False,
+    allow_repeat: bool = False,
     transport: Transport | None = None,
     observer: RunObserver | None = None,
     log: RunLog | None = None,
@@ -203,7 +218,9 @@ def run_campaign(
 
     `resume=True` is a person's `mailer send ID`: only that continues a paused campaign.
     A campaign not stored yet (id 0, made from a file) is stored only when it really
-    starts, so a refusal, a failed check or a "no" leaves nothing behind.
+    starts, so a refusal, a failed check or a "no" leaves nothing behind. Before it
+    starts, a letter that went to some of these people in the last 30 days is refused
+    unless `allow_repeat` (or the campaign was made with --allow-repeat).
     """
     import os
 
@@ -230,11 +247,19 @@ def run_campaign(
         problems += complaint_problems(*store.mailbox.complaint_rate_since(since), force=force)
     seen = {c.message for c in checks}
     checks += [Check(p.level, p.key, p.message + (f" {p.hint}" if p.hint else "")) for p in problems if p.message not in seen]
+    if renderer is not None:
+        campaign = _with_letter(store, campaign, renderer, dry_run=dry_run, allow_repeat=allow_repeat)
+        if not campaign.started:
+            checks.append(repeat_check(store, ws, campaign, secret, clock, refuse=not (dry_run or campaign.allow_repeat),
+                                       writes=not dry_run))
     observer.checked(checks, notes)
     if any(c.level == "error" for c in checks) or renderer is None:
+        ref = campaign.id or campaign.content_path or campaign.name
+        repeat = any(c.level == "error" and c.name == "repeat" for c in checks)
         raise ChecksFailed(
             "The pre-send checks found errors (above); nothing was sent.", checks,
-            hint=f"Run `mailer check {campaign.content_path or campaign.name}` for the full table.",
+            hint=f"To send it to them again anyway: `mailer send {ref} --allow-repeat`." if repeat else
+            f"Run `mailer check {campaign.content_path or campaign.name}` for the full table.",
         )
 
     to_send = (store.subscribers.audience_count(campaign.list_name, campaign.tags) if not campaign.started
@@ -243,7 +268,8 @@ def run_campaign(
         transport = SmtpTransport(ws.config.smtp, ws.smtp_password(environ))
     if not dry_run and to_send:
         assert transport is not None
-        if not observer.confirm(SendPlan(campaign, to_send, transport.description)):
+        last = store.campaigns.last_sent_with_subject(campaign.subject, exclude=campaign.id)
+        if not observer.confirm(SendPlan(campaign, to_send, transport.description, last)):
             raise Declined("Nothing was sent.")
 
     delivery_log: DeliveryLog
@@ -256,19 +282,23 @@ def run_campaign(
     else:
         if not campaign.id:
             campaign = store_campaign(store, campaign, clock)  # as it was checked and confirmed
-        if not campaign.started:
-            campaign = store.campaigns.start(campaign, iso(clock.now()))
-        delivery_log = StoreLog(store, campaign)
-    assert transport is not None
+    try:
+        if not dry_run:
+            if not campaign.started:
+                campaign = store.campaigns.start(campaign, iso(clock.now()))
+            delivery_log = StoreLog(store, campaign)
+        assert transport is not None
 
-    factory = None
-    if not dry_run and isinstance(transport, SmtpTransport):
-        smtp, password = ws.config.smtp, ws.smtp_password(environ)
-        factory = lambda: SmtpTransport(smtp, password)  # noqa: E731
-    engine = CampaignSender(delivery_log, renderer, transport, clock, options,
-                            sender=sender_address(ws), transport_factory=factory)
-    total = min(to_send, options.limit) if options.limit is not None else to_send
-    observer.progress(_logged(engine.run(), log, campaign.id), total)
+        factory = None
+        if not dry_run and isinstance(transport, SmtpTransport):
+            smtp, password = ws.config.smtp, ws.smtp_password(environ)
+            factory = lambda: SmtpTransport(smtp, password)  # noqa: E731
+        engine = CampaignSender(delivery_log, renderer, transport, clock, options,
+                                sender=sender_address(ws), transport_factory=factory)
+        total = min(to_send, options.limit) if options.limit is not None else to_send
+        observer.progress(_logged(engine.run(), log, campaign.id), total)
+    except KeyboardInterrupt as exc:
+        raise _interrupted(store, ws, campaign, clock, dry_run, log, terminated=isinstance(exc, Terminated)) from None
     result = engine.result
 
     figures: dict = {}
@@ -280,6 +310,46 @@ def run_campaign(
         log.write("campaign", campaign=campaign.id, dry_run=dry_run, handed_over=result.handed_over,
                   outcomes={k: v for k, v in result.outcomes.items() if v}, stopped=result.stopped)
     return report
+
+
+def _with_letter(store: Store, campaign: Campaign, renderer: Renderer, *, dry_run: bool, allow_repeat: bool) -> Campaign:
+    """The campaign with its letter (what the repeat check compares) and a person's --allow-repeat,
+    both kept for a stored campaign (a dry run changes nothing)."""
+    letter = campaign.letter if campaign.started and campaign.letter else letter_text(renderer)
+    updated = replace(campaign, letter=letter, allow_repeat=campaign.allow_repeat or allow_repeat)
+    if campaign.id and not dry_run:
+        if letter != campaign.letter:
+            store.campaigns.set_letter(campaign.id, letter)
+        if allow_repeat and not campaign.allow_repeat:
+            store.campaigns.allow_repeat(campaign.id)
+    return updated
+
+
+def _interrupted(store: Store, ws: Workspace, campaign: Campaign, clock: Clock, dry_run: bool,
+                 log: RunLog | None, *, terminated: bool) -> Interrupted:
+    """Ctrl-C or SIGTERM while sending: the campaign is paused (never resumed by run-due), and
+    the person is told how to go on or stop for good."""
+    what = "SIGTERM" if terminated else "Ctrl-C"
+    if dry_run or not campaign.id:
+        return Interrupted(f"Interrupted by {what}; nothing was sent.", terminated=terminated)
+    current = store.campaigns.require(campaign.id)
+    if not current.started:  # stopped before its audience was fixed
+        return Interrupted(f"Interrupted by {what} before campaign {campaign.id} started; nothing was sent.",
+                           terminated=terminated)
+    counts = store.deliveries.counts(campaign.id)
+    sent, total = counts[D.SENT], sum(counts.values())
+    if current.status == C.SENDING:
+        when = local_time_text(iso(clock.now()), ws.config.sending.timezone)
+        current = store.campaigns.pause(campaign.id, f"interrupted by {what} at {when}: {sent} of {total} sent")
+    if log is not None:
+        log.write("interrupted", campaign=campaign.id, signal=what, sent=sent, total=total)
+    state = "paused" if current.status == C.PAUSED else str(current.status)
+    return Interrupted(
+        f"Interrupted by {what}: campaign {campaign.id} is {state} after {sent} of {total} messages.",
+        hint=f"`mailer send {campaign.id}` goes on where it stopped; `mailer campaign cancel {campaign.id}` "
+        "stops it for good. `mailer run-due` leaves a paused campaign alone.",
+        terminated=terminated,
+    )
 
 
 def _recover(store: Store, campaign: Campaign, clock: Clock, *, resume: bool,
@@ -318,3 +388,96 @@ def _logged(events: Iterator[Event], log: RunLog | None, campaign_id: int) -> It
         if log is not None and event.kind in ("retry", "reconnect", "stop"):
             log.write(event.kind, **loggable(event, campaign_id))
         yield event
+
+
+@dataclass(frozen=True)
+class TestSend:
+    """What `mailer send FILE --test-to ADDR` did: one message, no delivery, no campaign."""
+
+    to: str
+    written_for: str  # "a sample subscriber", or the subscriber's address (--as)
+    subject: str
+    reply: str
+    message_id: str
+
+    def document(self) -> dict:
+        return {"test": True, "to": self.to, "written_for": self.written_for, "subject": self.subject,
+                "reply": self.reply, "message_id": self.message_id}
+
+
+def send_test(
+    store: Store,
+    ws: Workspace,
+    ref: str,
+    to: str,
+    clock: Clock,
+    secret: bytes,
+    *,
+    as_email: str | None = None,
+    environ: Any = None,
+    transport: Transport | None = None,
+    log: RunLog | None = None,
+    on_checks: Callable[[list[Check]], None] | None = None,
+) -> TestSend:
+    """One real message to `to` over SMTP, "[TEST]" before its subject, written for a sample
+    subscriber (or the stored one `as_email`): the letter as it will arrive.
+
+    Nothing is stored: no campaign is made, no delivery recorded, nobody's status changes;
+    the run log notes the test. Its unsubscribe link names nobody (subscriber 0), so a
+    click in the test message unsubscribes no one.
+    """
+    import os
+
+    environ = os.environ if environ is None else environ
+    if ref.strip().isdigit() and not Path(ref).is_file():
+        campaign = find_campaign(store, ref)
+    else:
+        campaign = draft_campaign(ws, ref, clock)
+    try:
+        address = normalise_email(to)[0]
+    except InvalidValue as exc:
+        raise InputError(f"--test-to {to!r} is not an email address: {exc}") from None
+    if as_email:
+        try:
+            key = normalise_email(as_email)[1]
+        except InvalidValue as exc:
+            raise InputError(f"--as {as_email!r} is not an email address: {exc}") from None
+        person = store.subscribers.require(key)
+        written_for = person.email
+    else:
+        person = sample_subscriber(campaign.list_name)
+        written_for = "a sample subscriber"
+    content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
+    checks = checks_for(campaign, ws, secret, clock)
+    checks += [Check(p.level, p.key, p.message) for p in sending_problems(ws.config, environ)
+               if p.message not in {c.message for c in checks}]
+    if on_checks is not None:
+        on_checks(checks)
+    if any(c.level == "error" for c in checks):
+        raise ChecksFailed("The pre-send checks found errors (above); no test message was sent.", checks,
+                           hint=f"Run `mailer check {ref}` for the full table.")
+    renderer = Renderer(
+        replace(content, subject=f"[TEST] {content.subject}"), json.loads(campaign.templates), ws.config, secret,
+        list_name=campaign.list_name, campaign_key=f"test:{secrets.token_hex(8)}", clock=clock,
+    )
+    # Their name and greeting, but the test address, and subscriber 0 in the unsubscribe link.
+    message = renderer.render(replace(person, id=0, email=address, email_key=address.lower()))
+    recipient, needs_utf8 = envelope_address(address)
+    transport = transport or SmtpTransport(ws.config.smtp, ws.smtp_password(environ))
+    transport.open()
+    try:
+        if needs_utf8 and not transport.smtputf8:
+            raise SmtpError(f"{address} has non-ASCII characters before the @ and the server does not offer SMTPUTF8.")
+        try:
+            reply = transport.send(Envelope(sender_address(ws), recipient, needs_utf8), message.data)
+        except ConnectionLost as exc:
+            raise SmtpError(f"The connection to the SMTP server broke while sending the test message: {exc}.") from None
+    finally:
+        transport.close()
+    if log is not None:
+        log.write("test", file=Path(campaign.content_path).name or campaign.name, campaign=campaign.id or None,
+                  subject=content.subject, to_domain=address.rpartition("@")[2], reply=str(reply),
+                  written_for="a sample subscriber" if not as_email else f"subscriber #{person.id}")
+    if reply.code != 250:
+        raise SmtpError(f"The SMTP server refused the test message: {reply}.")
+    return TestSend(address, written_for, f"[TEST] {content.subject}", str(reply), message.message_id)

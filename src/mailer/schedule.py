@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .clock import Clock, iso, parse_iso
 from .errors import ConfigError, InputError
 
-_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+_FORMATS = ("%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
 
 
 def machine_timezone() -> tzinfo:
@@ -53,6 +53,15 @@ def parse_local_time(text: str, timezone: str, clock: Clock, *, allow_past: bool
     """
     tz = workspace_timezone(timezone)
     text = text.strip()
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        pass
+    else:  # a date alone would silently mean midnight, which nobody means for a newsletter
+        raise InputError(
+            f"{text!r} is a date without a time; say when on that day.",
+            hint=f'Write it like "{text} 09:00" (or "{text} 00:00" for midnight).',
+        )
     for fmt in _FORMATS:
         try:
             naive = datetime.strptime(text, fmt)
@@ -79,3 +88,14 @@ def local_time_text(stored: str, timezone: str) -> str:
     """A stored UTC time as the workspace's wall-clock time: `2026-12-01 09:00 EST`."""
     dt = parse_iso(stored).astimezone(workspace_timezone(timezone))
     return dt.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def shown_time(stored: str, timezone: str) -> str:
+    """A stored time as people read it (local, with its zone); '' stays '', text that is not a
+    time (an imported opt-in date we could not read) is shown as it is."""
+    if not stored:
+        return ""
+    try:
+        return local_time_text(stored, timezone)
+    except ValueError:
+        return stored

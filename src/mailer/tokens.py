@@ -14,6 +14,7 @@ import hmac
 import re
 from datetime import date
 from typing import NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import InputError
 from .text import LIST_NAME
@@ -136,3 +137,23 @@ def verify_verp_token(secret: bytes, token: str) -> int:
     if match.group(1) != _base36(delivery_id) or delivery_id >= 36**13 or not hmac.compare_digest(_verp_mac(secret, delivery_id), match.group(2)):
         raise bad
     return delivery_id
+_SUBJECT = re.compile(r"unsubscribe\s+(\S+)", re.IGNORECASE)
+
+
+def token_from(pasted: str) -> str:
+    """The token in what a person pasted: the bare token, an unsubscribe mail's subject
+    ("unsubscribe TOKEN", also after "Re:"), the whole mailto: link, or the https link
+    with token=. Anything else is returned as it is (verify_token then says it is not valid).
+    """
+    text = pasted.strip().strip("<>").strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme in ("http", "https"):
+        found = parse_qs(parts.query).get("token")
+        if found:
+            return found[0].strip()
+    elif scheme == "mailto":
+        query = parse_qs(parts.query)
+        text = (query.get("subject") or [unquote(parts.query)])[0]
+    match = _SUBJECT.search(text)
+    return match.group(1) if match else text

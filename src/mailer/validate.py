@@ -16,7 +16,7 @@ from email_validator import EmailNotValidError, validate_email
 from .clock import iso
 from .csvio import ColumnMap, unneutralise
 from .lifecycle import SubscriberStatus
-from .models import DEFAULT_LISTS, STATUSES, Reject, Subscriber
+from .models import CONSENT_METHODS, DEFAULT_LISTS, STATUSES, Reject, Subscriber
 from .text import CONTROL, LIST_NAME
 
 _ANGLE = re.compile(r"^(?P<name>.*?)\s*<\s*(?P<addr>[^<>]*?)\s*>$", re.DOTALL)
@@ -55,6 +55,7 @@ class RowDefaults:
     source: str | None = None  # --source overrides the file
     default_source: str = ""  # used when neither --source nor the file says
     check_dns: bool = False
+    fix_typos: bool = False  # store gmail.com for gmial.com (--fix-typos); else only warn
 
 
 _resolver = None
@@ -220,8 +221,12 @@ class RowParser:
         self.i = {name: idx.get(name) for name in (
             "email", "email2", "first_name", "last_name", "name", "status", "lists", "tags", "source", "optin_time",
             "optin_ip", "created_at", "updated_at", "unsubscribed_at", "unsubscribed_reason",
-            "unsubscribed_reason_other", "cleaned_at",
+            "unsubscribed_reason_other", "cleaned_at", "consent_method", "consent_text", "consent_version",
+            "consent_url", "consent_user_agent",
         )}
+        self.has_consent_columns = any(
+            self.i[k] is not None for k in ("consent_method", "consent_text", "consent_version", "consent_url", "consent_user_agent")
+        )
         self.has_status = self.ours and self.i["status"] is not None
         self.has_unsub = not self.ours and self.i["unsubscribed_at"] is not None
         self.has_clean = self.i["cleaned_at"] is not None
@@ -294,6 +299,11 @@ class RowParser:
             source = d.source or text(cells, "source", "source") or d.default_source
             optin_time = parse_time(text(cells, "optin_time", "opt-in time"))
             optin_ip = parse_ip(text(cells, "optin_ip", "opt-in IP"))
+            consent = self._consent(cells) if self.has_consent_columns else {}
+            if not consent.get("consent_method") and not self.ours:  # a backup is restored as it was
+                # How they agreed is not said: a web form's traces say form, anything else came by import.
+                from_form = consent.get("consent_url") or consent.get("consent_user_agent")
+                consent["consent_method"] = "form" if from_form else "import"
             created = updated = ""
             if self.ours:
                 created = parse_time(text(cells, "created_at", "created time"))
@@ -316,4 +326,19 @@ class RowParser:
             updated_at=updated,
             unsubscribed_at=unsub_at,
             unsubscribed_reason=unsub_reason,
+            **consent,
         )
+
+    def _consent(self, cells: Sequence[str]) -> dict[str, str]:
+        """The consent record's columns of a row (InvalidValue for a method we do not know)."""
+        text = self.text
+        method = text(cells, "consent_method", "consent method").lower().replace(" ", "-").replace("_", "-")
+        if method and method not in CONSENT_METHODS:
+            raise InvalidValue(f"The consent method {method!r} is not one of {', '.join(CONSENT_METHODS)}.")
+        return {
+            "consent_method": method,
+            "consent_text": text(cells, "consent_text", "consent text", 2000),
+            "consent_version": text(cells, "consent_version", "consent version"),
+            "consent_url": text(cells, "consent_url", "consent form URL", 2000),
+            "consent_user_agent": text(cells, "consent_user_agent", "user agent", 1000),
+        }

@@ -9,17 +9,18 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import webbrowser
 from dataclasses import dataclass, field
-from typing import Annotated, Mapping, Optional
+from typing import Annotated, Callable, Mapping, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from .. import __version__
 from ..clock import Clock, SystemClock, iso
 from ..config import Workspace, open_workspace
+from ..errors import ExitCode, MailerError, StoreError, Terminated
 from ..home import open_list
-from ..errors import ExitCode, MailerError, StoreError
 from ..store import Store, translate_error
 from .output import Output
 
@@ -35,6 +36,7 @@ class AppState:
     clock: Clock = field(default_factory=SystemClock)
     output: Output = field(default_factory=Output)
     environ: Mapping[str, str] | None = None
+    open_browser: Callable[[str], bool] = webbrowser.open  # tests pass their own: no real browser
     _workspace: Workspace | None = None
     _stores: list[Store] = field(default_factory=list)
     _secret: bytes | None = None
@@ -83,8 +85,50 @@ def _is_cli_signal(exc: BaseException) -> bool:
     return isinstance(exc, (typer.Exit, typer.Abort)) or type(exc).__module__.split(".")[0] in ("click", "typer")
 
 
+class _Argument(TyperArgument):
+    """An argument shown as FILE, ADDRESS or ID: never a Python type or {braces}."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw.upper()
+        return name if self.required else f"[{name}]"
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw.upper()
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def,override]
+        return None
+
+
+def _placeholder(param: TyperOption) -> str:
+    """What an option's value is called in help when its definition does not say."""
+    desc = param.type_descriptor
+    if desc.choices:
+        return "|".join(str(getattr(c, "value", c)) for c in desc.choices)
+    if desc.is_path:
+        return "FILE"
+    if desc.annotation in (int, float):
+        return "N"
+    long = max(param.opts, key=len).lstrip("-")  # --list -> LIST (the name people type, not list_name)
+    return long.upper().replace("_", "-")
+
+
+def _plain_placeholders(command) -> None:  # type: ignore[no-untyped-def]
+    """Every argument and option of every command shows a word (FILE, TAG, N), not a type."""
+    for param in command.params:
+        if isinstance(param, TyperArgument) and not isinstance(param, _Argument):
+            param.__class__ = _Argument
+        elif isinstance(param, TyperOption) and param.metavar is None and not param.is_flag:
+            param.metavar = _placeholder(param)
+    for sub in getattr(command, "commands", {}).values():
+        _plain_placeholders(sub)
+
+
 class MailerGroup(TyperGroup):
     """The root command: turns every core error into a message and an exit code."""
+
+    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        _plain_placeholders(self)
 
     def invoke(self, ctx):  # type: ignore[override]
         try:
@@ -92,9 +136,9 @@ class MailerGroup(TyperGroup):
         except MailerError as exc:
             _output(ctx).error(exc.message, exc.hint)
             raise typer.Exit(int(exc.exit_code)) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             _output(ctx).error("Interrupted; nothing was left half-done.")
-            raise typer.Exit(130) from None
+            raise typer.Exit(int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)) from None
         except sqlite3.Error as exc:  # one the store did not meet inside a transaction
             if _debug(ctx):
                 raise
@@ -152,7 +196,7 @@ def root(
     ctx: typer.Context,
     home: Annotated[
         Optional[str],
-        typer.Option("--home", help="Workspace directory (default: $MAILER_HOME, else the user data dir)."),
+        typer.Option("--home", metavar="DIR", help="Workspace directory (default: $MAILER_HOME, else the user data dir)."),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")] = False,
     version: Annotated[

@@ -10,20 +10,32 @@ import typer
 from ..campaigns import create_campaign, find_campaign
 from ..errors import InputError
 from ..lifecycle import CampaignStatus
-from ..models import Campaign
-from ..schedule import local_time_text, parse_local_time
+from ..models import Campaign, SentSpan
+from ..schedule import local_time_text, parse_local_time, shown_time
 from . import state, sub_app
 from .options import JsonOpt
 
 campaign_app = sub_app("campaign", "Create, list, show, schedule and cancel campaigns.")
 AtOpt = Annotated[
     Optional[str],
-    typer.Option("--at", help='When to send, in the workspace time zone: "2026-12-01 09:00".'),
+    typer.Option("--at", metavar="TIME", help='When to send, in the workspace time zone: "2026-12-01 09:00".'),
 ]
 NowOpt = Annotated[bool, typer.Option("--now", help="Accept an --at time in the past (send at the next run).")]
 
 
-def campaign_json(c: Campaign, counts: dict[str, int], timezone: str) -> dict:
+def sent_text(span: SentSpan | None, timezone: str) -> str:
+    """When a campaign went out, for people: `2026-11-25 10:00 EST` or a span of two times."""
+    if span is None:
+        return ""
+    first, last = local_time_text(span.first, timezone), local_time_text(span.last, timezone)
+    if first == last:
+        return first
+    if first[:10] == last[:10]:  # the same day: the date once
+        return f"{first} to {last[11:]}"
+    return f"{first} to {last}"
+
+
+def campaign_json(c: Campaign, counts: dict[str, int], timezone: str, span: SentSpan | None = None) -> dict:
     return {
         "id": c.id,
         "name": c.name,
@@ -39,6 +51,9 @@ def campaign_json(c: Campaign, counts: dict[str, int], timezone: str) -> dict:
         "created_at": c.created_at,
         "started_at": c.started_at,
         "finished_at": c.finished_at,
+        "first_sent_at": span.first if span else "",
+        "last_sent_at": span.last if span else "",
+        "sent": span.count if span else 0,
         "deliveries": counts,
     }
 
@@ -52,12 +67,19 @@ def create(
     name: Annotated[Optional[str], typer.Option("--name", help="A name for the campaign (default: the file name).")] = None,
     at: AtOpt = None,
     now: NowOpt = False,
+    allow_repeat: Annotated[
+        bool, typer.Option("--allow-repeat", help="Make it even if the same letter went to these people in the last 30 days.")
+    ] = False,
 ) -> None:
-    """Store a campaign (a snapshot of the content and templates, and its audience); prints its id."""
+    """Store a campaign from a content file; prints its id.
+
+    It keeps a snapshot of the content and templates, and its audience.
+    """
     st = state(ctx)
     ws = st.workspace()
     scheduled = parse_local_time(at, ws.config.sending.timezone, st.clock, allow_past=now) if at else ""
-    c = create_campaign(st.store(), ws, content, st.clock, list_name=list_name, tags=tags or [], name=name, scheduled_at=scheduled)
+    c = create_campaign(st.store(), ws, content, st.clock, secret=st.secret(), allow_repeat=allow_repeat,
+                        list_name=list_name, tags=tags or [], name=name, scheduled_at=scheduled)
     st.output.line(str(c.id))
     when = f", scheduled for {local_time_text(scheduled, ws.config.sending.timezone)}" if scheduled else ""
     st.output.info(f"Campaign {c.id} ({c.name}) to the {c.list_name} list{when}.")
@@ -69,16 +91,18 @@ def list_(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     st = state(ctx)
     store = st.store()
     tz = st.workspace().config.sending.timezone
-    rows = [(c, store.deliveries.counts(c.id)) for c in store.campaigns.list()]
+    spans = store.campaigns.sent_spans()
+    rows = [(c, store.deliveries.counts(c.id), spans.get(c.id)) for c in store.campaigns.list()]
     if as_json:
-        st.output.json([campaign_json(c, n, tz) for c, n in rows])
+        st.output.json([campaign_json(c, n, tz, span) for c, n, span in rows])
         return
     st.output.table(
-        ["id", "name", "list", "status", "scheduled", "sent", "pending", "subject"],
+        ["id", "name", "list", "status", "scheduled", "sent", "got it", "pending", "subject", "note"],
         (
             [c.id, c.name, c.list_name + "".join(f" #{t}" for t in c.tags), c.status,
-             local_time_text(c.scheduled_at, tz) if c.scheduled_at else "", n["sent"], n["pending"], c.subject]
-            for c, n in rows
+             local_time_text(c.scheduled_at, tz) if c.scheduled_at else "", sent_text(span, tz), n["sent"],
+             n["pending"], c.subject, c.status_reason]
+            for c, n, span in rows
         ),
         title="Campaigns",
     )
@@ -90,18 +114,34 @@ def show(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campa
     st = state(ctx)
     store = st.store()
     c = find_campaign(store, campaign)
-    doc = campaign_json(c, store.deliveries.counts(c.id), st.workspace().config.sending.timezone)
+    tz = st.workspace().config.sending.timezone
+    span = store.campaigns.sent_spans().get(c.id)
+    doc = campaign_json(c, store.deliveries.counts(c.id), tz, span)
     if as_json:
         st.output.json(doc)
         return
     counts = doc.pop("deliveries")
-    pairs = [(k, v if not isinstance(v, list) else ",".join(v)) for k, v in doc.items() if v not in ("", [])]
-    st.output.summary(pairs + [(k, n) for k, n in counts.items() if n], title=f"Campaign {c.id}")
+    # People read local times with their zone; --json keeps UTC.
+    for key in ("scheduled_at", "created_at", "started_at", "finished_at", "first_sent_at", "last_sent_at"):
+        doc[key] = shown_time(doc[key], tz)
+    doc.pop("scheduled_local")
+    doc["sent"] = f"{span.count} ({sent_text(span, tz)})" if span else ""
+    doc.pop("first_sent_at")
+    doc.pop("last_sent_at")
+    renamed = {"status_reason": "why", "scheduled_at": "scheduled", "created_at": "created",
+               "started_at": "started", "finished_at": "finished", "content_path": "file"}
+    pairs = [(renamed.get(k, k), v) for k, v in doc.items() if v not in ("", [], ())]
+    st.output.summary(pairs + [(f"  {k}", n) for k, n in counts.items() if n], title=f"Campaign {c.id}")
+    if c.status == CampaignStatus.PAUSED:
+        st.output.info(f"`mailer send {c.id}` goes on where it stopped; `mailer campaign cancel {c.id}` stops it for good.")
 
 
 @campaign_app.command()
 def cancel(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Campaign id.")]) -> None:
-    """Cancel a campaign: it sends nothing more (what was sent stays sent)."""
+    """Cancel a campaign: it sends nothing more.
+
+    What was sent stays sent; a paused campaign is stopped for good this way.
+    """
     st = state(ctx)
     store = st.store()
     c = find_campaign(store, campaign)
@@ -116,10 +156,10 @@ def cancel(ctx: typer.Context, campaign: Annotated[str, typer.Argument(help="Cam
 def schedule(
     ctx: typer.Context,
     campaign: Annotated[str, typer.Argument(help="Campaign id.")],
-    at: Annotated[str, typer.Option("--at", help='When, in the workspace time zone: "2026-12-01 09:00".')],
+    at: Annotated[str, typer.Option("--at", metavar="TIME", help='When, in the workspace time zone: "2026-12-01 09:00".')],
     now: NowOpt = False,
 ) -> None:
-    """Set (or move) the time a campaign is sent by `mailer run-due`."""
+    """Set or move the time `mailer run-due` sends a campaign."""
     st = state(ctx)
     store = st.store()
     ws = st.workspace()

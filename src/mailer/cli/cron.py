@@ -27,7 +27,7 @@ from ..send import Event
 from ..store import Store
 from . import AppState, app, state
 from .options import BatchSizeOpt, JsonOpt, PauseOpt, PerDayOpt, RateOpt
-from .send import show_checks
+from .send import log_end, show_checks, sigterm_interrupts
 
 
 def _log(st: AppState, command: str) -> RunLog:
@@ -64,7 +64,7 @@ def run_due(
     per_day: PerDayOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """For cron: send every campaign whose time has come, and what daily caps left pending.
+    """For cron: send what is due, and what daily caps left.
 
     Prints nothing when there is nothing to do; a failure prints one message on stderr
     and exits non-zero, so cron mails it to you.
@@ -79,6 +79,7 @@ def run_due(
             lock.acquire()
     except LockedError as exc:
         log.write("locked", message=exc.message)
+        log.write("end", exit=int(ExitCode.LOCKED), error=exc.message)
         raise typer.Exit(int(ExitCode.LOCKED)) from None  # quietly: the running one does the work
     code = ExitCode.OK
     summaries: list[str] = []
@@ -114,8 +115,9 @@ def run_due(
         options = options_from_config(ws, batch_size=batch_size, pause=pause, rate=rate, per_day=per_day)
         for c in due:
             try:
-                report = run_campaign(store, ws, c, st.clock, options, st.secret(), environ=st.env,
-                                      dry_run=dry_run, observer=observer, log=log)
+                with sigterm_interrupts():
+                    report = run_campaign(store, ws, c, st.clock, options, st.secret(), environ=st.env,
+                                          dry_run=dry_run, observer=observer, log=log)
             except ChecksFailed as exc:
                 errors = [ch for ch in exc.checks if ch.level == "error"]
                 show_checks(out, errors)
@@ -157,8 +159,8 @@ def run_due(
     except _Skip:
         if as_json:
             out.json(document | {"exit": int(code)})
-    except MailerError as exc:
-        log.write("end", exit=int(exc.exit_code), error=exc.message)
+    except BaseException as exc:
+        log_end(log, exc)
         raise
     finally:
         lock.release()
@@ -211,7 +213,7 @@ def cron(
         Optional[str], typer.Option("--nameserver", help="With --check: ask this DNS server (IP or IP:PORT), not the system's.")
     ] = None,
 ) -> None:
-    """Print a crontab line for this workspace (and with --check, whether it is ready)."""
+    """Print a crontab line for this workspace (--check: ready?)."""
     st = state(ctx)
     ws = st.workspace()
     if check:
@@ -250,7 +252,7 @@ def status(
     ctx: typer.Context,
     as_json: JsonOpt = False,
 ) -> None:
-    """One screen: the list, the campaigns, what is pending, and how the last run went."""
+    """The list, the campaigns and the last run, on one screen."""
     st = state(ctx)
     ws = st.workspace()
     store = st.store()
@@ -292,13 +294,31 @@ def status(
     if doc["scheduled"]:
         out.table(["id", "name", "at", "note"], ([s["id"], s["name"], s["at"], s["note"]] for s in doc["scheduled"]), title="Scheduled")
     if doc["running"]:
-        out.table(["id", "name", "status", "sent", "pending", "failed", "bounced"],
-                  ([r["campaign"], r["name"], r["status"], r["sent"], r["pending"], r["failed"], r["bounced"]] for r in doc["running"]),
-                  title="Running")
+        out.table(["id", "name", "status", "sent", "pending", "failed", "bounced", "why"],
+                  ([r["campaign"], r["name"], r["status"], r["sent"], r["pending"], r["failed"], r["bounced"],
+                    r["status_reason"]] for r in doc["running"]),
+                  title="Sending or paused")
+        for r in doc["running"]:
+            if r["status"] == CampaignStatus.PAUSED:
+                out.info(f"Campaign {r['campaign']} is paused: `mailer send {r['campaign']}` goes on, "
+                         f"`mailer campaign cancel {r['campaign']}` stops it for good.")
     last = doc["last_run"]
     if last:
         when = local_time_text(last["time"], tz)
-        outcome = "ok" if last.get("exit") == 0 else f"exit {last.get('exit')}" + (f": {last['error']}" if last.get("error") else "")
-        out.line(f"last run: {last.get('command')} at {when}: {outcome}")
+        out.line(f"last run: {last.get('command')} at {when}: {_run_outcome(last)}")
     else:
         out.line("last run: none yet")
+
+
+def _run_outcome(end: dict) -> str:
+    """How a run ended, in words: ok, interrupted, locked out, crashed, or its exit code and error."""
+    code, error = end.get("exit"), end.get("error") or ""
+    words = {
+        ExitCode.OK: "ok",
+        ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+        ExitCode.TERMINATED: "stopped (SIGTERM)",
+        ExitCode.LOCKED: "locked out (another run was working)",
+        ExitCode.INTERNAL: "crashed (exit 70)",
+    }
+    said = words.get(code, f"exit {code}")  # type: ignore[call-overload]
+    return said + (f": {error}" if error and code != ExitCode.OK else "")

@@ -47,7 +47,10 @@ def process(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List each message with its verdict.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read the mailbox once: bounces, unsubscribe mails and complaints change the list; the rest is left alone."""
+    """Read the mailbox once: bounces, unsubscribes and complaints.
+
+    They change the list; every other message is left alone.
+    """
     st = state(ctx)
     ws = st.workspace()
     reports: list[MessageReport] = []

@@ -7,6 +7,10 @@ from typing import Annotated, Optional
 import typer
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (and nothing else there).")]
+# Choosing people by tag (list, export); adding a tag (import, add) is worded apart.
+TagFilterOpt = Annotated[
+    Optional[list[str]], typer.Option("--tag", "-t", metavar="TAG", help="Only subscribers with this tag; repeatable.")
+]
 
 # How a send goes; the same keys, without the dashes, set the defaults in [sending] of mailer.toml.
 BatchSizeOpt = Annotated[Optional[int], typer.Option("--batch-size", help="Messages per connection before a pause.", min=1)]

@@ -63,11 +63,15 @@ class Output:
                 n += 1
             return n
         table = Table(title=title, show_lines=False, header_style="bold")
+        # ", " between names: a narrow column then wraps between them, never inside one;
+        # and a column is at least as wide as its longest word (up to 16), so words stay whole.
+        cells = [[_plain(c, ", ") for c in row] for row in rows]
         for i, c in enumerate(columns):
+            longest = max((len(w) for row in cells if i < len(row) for w in row[i].split()), default=0)
             # The first column (an address, an id) stays on one line; the others may fold.
-            table.add_column(c, overflow="fold", no_wrap=i == 0)
-        for row in rows:
-            table.add_row(*[Text(_plain(c)) for c in row])
+            table.add_column(c, overflow="fold", no_wrap=i == 0, min_width=min(max(longest, len(c)), 16))
+        for row in cells:
+            table.add_row(*[Text(c) for c in row])
             n += 1
         self.out.print(table)
         return n
@@ -84,7 +88,7 @@ class Output:
         table.add_column(style="bold")
         table.add_column(justify="right")
         for k, v in pairs:
-            table.add_row(Text(k), Text(_plain(v)))
+            table.add_row(Text(k), Text(_plain(v, ", ")))
         self.out.print(table)
 
     # -- diagnostics (stderr) -------------------------------------------------------
@@ -106,9 +110,9 @@ def printable(text: str) -> str:
     return CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def _plain(value: Any) -> str:
+def _plain(value: Any, separator: str = ",") -> str:
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return ",".join(printable(str(v)) for v in value)
+        return separator.join(printable(str(v)) for v in value)
     return printable(str(value))

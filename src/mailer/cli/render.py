@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..checks import run_checks
+from ..campaigns import check_content
+from ..checks import Check
 from ..content import load_content
 from ..errors import ExitCode, InputError, MailerError, NotFound
 from ..files import private_dir, write_atomic
 from ..render import Renderer, resolve_templates, sample_subscriber, templates_in_use
-from ..tokens import verify_token
+from ..template_files import copy_template, template_names
+from ..tokens import token_from, verify_token
 from ..validate import InvalidValue, normalise_email
 from . import app, state, sub_app
 from .options import JsonOpt
 
-ContentArg = Annotated[Path, typer.Argument(help="The content file: Markdown with front matter (see examples/).")]
+ContentArg = Annotated[Path, typer.Argument(metavar="FILE", help="The content file: Markdown with front matter (see examples/).")]
 
 
 class Format(str, Enum):
@@ -32,12 +36,16 @@ class Format(str, Enum):
 def preview(
     ctx: typer.Context,
     content: ContentArg,
-    to: Annotated[Optional[str], typer.Option("--to", help="Render for this stored subscriber (default: a sample one).")] = None,
+    to: Annotated[Optional[str], typer.Option("--to", metavar="ADDRESS", help="Render for this stored subscriber (default: a sample one).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="html, text or eml (the whole message).")] = Format.html,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file ('-' for stdout).")] = None,
-    list_name: Annotated[Optional[str], typer.Option("--list", "-l", help="The list it goes to (default: the template's name).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to this file ('-' for stdout).")] = None,
+    list_name: Annotated[Optional[str], typer.Option("--list", "-l", metavar="LIST", help="The list it goes to (default: the template's name).")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="Open the HTML in your web browser (from a temporary file).")] = False,
 ) -> None:
-    """Render one message and write it; on a terminal, also show the text part."""
+    """Render one message for a sample or named subscriber.
+
+    On a terminal the text part is shown too; --open shows the HTML in your browser.
+    """
     st = state(ctx)
     ws = st.workspace()
     parsed = load_content(content)
@@ -55,8 +63,12 @@ def preview(
         list_name=list_name, campaign_key=f"preview:{content.name}", clock=st.clock,
     )
     message = renderer.render(subscriber)
-    data = {Format.html: message.html.encode("utf-8"), Format.text: message.text.encode("utf-8"), Format.eml: message.data}[fmt]
     out = st.output
+    if open_:
+        _open_in_browser(st, content, message.html)
+        if output is None:
+            return
+    data = {Format.html: message.html.encode("utf-8"), Format.text: message.text.encode("utf-8"), Format.eml: message.data}[fmt]
     if output is None and not out.is_terminal:
         output = Path("-")
     if output is None:
@@ -76,6 +88,18 @@ def preview(
         out.info(f"Wrote the {fmt.value} of {content.name} for {who} to {output}")
 
 
+def _open_in_browser(st, content: Path, html: str) -> None:  # type: ignore[no-untyped-def]
+    """Write the HTML to a private temporary file and hand it to the system's browser."""
+    fd, name = tempfile.mkstemp(prefix=f"mailer-{content.stem}-", suffix=".html")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp made it 0600: it may hold a name
+        fh.write(html)
+    path = Path(name)
+    if st.open_browser(path.as_uri()):
+        st.output.info(f"Opened {path} in your web browser.")
+    else:
+        st.output.warn(f"No web browser could be started here; open {path} yourself.")
+
+
 @app.command()
 def check(
     ctx: typer.Context,
@@ -91,11 +115,16 @@ def check(
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="With --dns: seconds to wait for the DNS answers of each name.")
     ] = 5.0,
+    allow_repeat: Annotated[
+        bool, typer.Option("--allow-repeat", help="A letter sent lately is a warning, not an error (as send --allow-repeat).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pre-send checks of a letter (fields, links, unsubscribe, address, size, offer dates), and with --dns of your domain."""
-    from ..checks import Check
+    """Check a letter before sending; --dns checks your domain.
 
+    The same checks `mailer send` insists on: required fields, links, the unsubscribe
+    link and postal address, size, offer dates, and the same letter sent lately.
+    """
     if content is None and not dns:
         raise InputError(
             "Nothing to check: give a content file, or --dns.",
@@ -108,8 +137,8 @@ def check(
     code = ExitCode.OK
     if content is not None:
         try:
-            parsed = load_content(content)
-            checks = run_checks(parsed, resolve_templates(ws), ws.config, st.secret(), st.clock)
+            store = st.store() if ws.db_path.exists() else None
+            checks = check_content(store, ws, content, st.secret(), st.clock, allow_repeat=allow_repeat)
         except MailerError as exc:
             checks = [Check("error", "content file", exc.message + (f" ({exc.hint})" if exc.hint else ""))]
         errors = sum(c.level == "error" for c in checks)
@@ -181,12 +210,12 @@ def _check_dns(st, ws, nameserver: str | None, timeout: float, as_json: bool) ->
     return code, document
 
 
-templates_app = sub_app("templates", "The message templates in use: packaged, or your own in the workspace.")
+templates_app = sub_app("templates", "The message templates: packaged, or your own copies.")
 
 
 @templates_app.command("list")
 def templates_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Each template, whether it is the packaged one or the workspace's own, and its path."""
+    """Each template: packaged or your own, and where it is."""
     st = state(ctx)
     rows = templates_in_use(st.workspace(must_exist=False))
     if as_json:
@@ -195,15 +224,38 @@ def templates_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     st.output.table(["name", "source", "path"], ([n, s, str(p)] for n, s, p in rows), title="Templates")
 
 
+@templates_app.command("copy")
+def templates_copy(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(metavar="NAME", help=f"{', '.join(template_names())}, or one file's name.")],
+) -> None:
+    """Copy a packaged template into templates/ to make it your own.
+
+    The copy in the workspace is used from then on; an existing file is never replaced.
+    """
+    st = state(ctx)
+    ws = st.workspace()
+    for path in copy_template(ws, name):
+        st.output.line(str(path))
+    st.output.info("Edit them there; `mailer templates list` shows they are now the workspace's own.")
+
+
 @app.command()
 def unsubscribe(
     ctx: typer.Context,
-    token: Annotated[str, typer.Argument(help="The token from an unsubscribe link or email subject.")],
+    token: Annotated[
+        str,
+        typer.Argument(metavar="TOKEN", help="The token, an unsubscribe mail's subject, or the whole link."),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply an unsubscribe link's token: that person gets no more email from any list."""
+    """Unsubscribe whoever an unsubscribe link or mail names.
+
+    Takes the token, the subject of an unsubscribe mail ("unsubscribe TOKEN"), or the
+    whole mailto: or https: link; that person gets no more email from any list.
+    """
     st = state(ctx)
-    info = verify_token(st.secret(), token)
+    info = verify_token(st.secret(), token_from(token))
     store = st.store()
     sub = store.subscribers.get_by_id(info.subscriber_id)
     if sub is None:

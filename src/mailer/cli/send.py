@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import signal
+import threading
+from contextlib import ExitStack, contextmanager
 from typing import Annotated, Iterator, Optional
 
 import typer
@@ -11,16 +13,53 @@ from rich.text import Text
 
 from ..campaigns import campaign_for_send, find_campaign
 from ..checks import Check
-from ..errors import ExitCode, InputError, MailerError
+from ..errors import ExitCode, InputError, MailerError, Terminated
 from ..lock import WorkspaceLock
 from ..runlog import RunLog
-from ..runner import RunReport, SendPlan, campaign_report, options_from_config, run_campaign
+from ..runner import RunReport, SendPlan, campaign_report, options_from_config, run_campaign, send_test
+from ..schedule import local_time_text
 from ..send import Event
 from . import AppState, app, state
 from .options import (
     BatchSizeOpt, ConnectionsOpt, DryRunSendOpt, JsonOpt, LimitOpt, PauseOpt, PerDayOpt, RateOpt,
 )
 from .output import Output
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While sending, SIGTERM (a shutdown, `kill`) stops the run as Ctrl-C does: the campaign
+    is paused, not left running for the next `run-due`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler; a test runner's worker just sends
+        return
+
+    def stop(signum, frame):  # type: ignore[no-untyped-def]
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def log_end(log: RunLog, exc: BaseException) -> None:
+    """Write the end of a run that did not end normally, so `mailer status` tells the truth:
+    an error, an interrupt (130, SIGTERM 143), a lock-out (4) or a crash (70)."""
+    if isinstance(exc, MailerError):
+        log.write("end", exit=int(exc.exit_code), error=exc.message)
+    elif isinstance(exc, KeyboardInterrupt):
+        terminated = isinstance(exc, Terminated)
+        log.write("end", exit=int(ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED),
+                  error="stopped by SIGTERM" if terminated else "interrupted by Ctrl-C")
+    elif isinstance(exc, typer.Exit):
+        log.write("end", exit=exc.exit_code)
+    elif isinstance(exc, typer.Abort):
+        log.write("end", exit=1, error="aborted at the question")
+    elif isinstance(exc, Exception):
+        # The type only: an unexpected error's text may hold someone's address.
+        log.write("end", exit=int(ExitCode.INTERNAL), error=f"crashed ({type(exc).__name__})")
 
 
 def show_checks(out: Output, checks: list[Check]) -> None:
@@ -80,8 +119,15 @@ class CliObserver:
         if not out.stdin_is_terminal:
             raise InputError("Refusing to send without a terminal to confirm on; add --yes (cron) or use --dry-run.")
         c = plan.campaign
+        tz = self.st.workspace().config.sending.timezone
+        if plan.subject_last_sent is None:
+            last = "never"
+        else:
+            earlier, span = plan.subject_last_sent
+            last = f"{local_time_text(span.last, tz)}, campaign {earlier.id} ({span.count} people)"
         out.summary(
             [("campaign", f"{c.id} {c.name}" if c.id else c.name), ("subject", c.subject),
+             ("subject last sent", last),
              ("audience", f"{plan.to_send} on the {c.list_name} list" + "".join(f" #{t}" for t in c.tags)),
              ("SMTP server", plan.server)],
             title="About to send",
@@ -111,19 +157,39 @@ def send(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try failed deliveries again.")] = False,
     retry_unknown: Annotated[bool, typer.Option("--retry-unknown", help="Send again messages whose fate a crash left unknown.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Start a new campaign even though recent spam complaints are above 0.3%.")] = False,
+    allow_repeat: Annotated[
+        bool, typer.Option("--allow-repeat", help="Send even if the same letter went to these people in the last 30 days.")
+    ] = False,
+    test_to: Annotated[
+        Optional[str], typer.Option("--test-to", metavar="ADDRESS", help="Send one [TEST] message to this address only.")
+    ] = None,
+    as_subscriber: Annotated[
+        Optional[str], typer.Option("--as", metavar="ADDRESS", help="With --test-to: write it for this subscriber.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send a campaign in batches over SMTP (or --dry-run: write .eml files instead)."""
+    """Send a campaign in batches (--dry-run: .eml files instead).
+
+    Over SMTP, in batches with pauses; Ctrl-C pauses the campaign. --test-to sends one
+    test message to yourself instead, and records no delivery.
+    """
     st = state(ctx)
+    if as_subscriber and not test_to:
+        raise InputError("--as goes with --test-to: it chooses whom the test message is written for.")
+    if test_to:
+        if dry_run:
+            raise InputError("--test-to sends one real message; leave out --dry-run (or see `mailer preview`).")
+        _test_send(st, campaign, test_to, as_subscriber, as_json)
+        return
     log = RunLog(st.workspace().logs_dir / "mailer.log", st.clock, f"send {campaign}" + (" --dry-run" if dry_run else ""))
     try:
         report = _run_send(
             st, campaign, dry_run=dry_run, yes=yes, list_name=list_name, tags=tags or [], log=log,
-            retry_failed=retry_failed, retry_unknown=retry_unknown, force=force,
+            retry_failed=retry_failed, retry_unknown=retry_unknown, force=force, allow_repeat=allow_repeat,
             options=dict(batch_size=batch_size, pause=pause, rate=rate, per_day=per_day, limit=limit, connections=connections),
         )
-    except MailerError as exc:
-        log.write("end", exit=int(exc.exit_code), error=exc.message)
+    except BaseException as exc:
+        log_end(log, exc)
         raise
     _show_report(st.output, report, as_json)
     log.write("end", exit=int(report.exit_code))
@@ -131,20 +197,40 @@ def send(
 
 
 def _run_send(st: AppState, ref: str, *, dry_run: bool, yes: bool, list_name: str | None, tags: list[str],
-              retry_failed: bool, retry_unknown: bool, force: bool, options: dict, log: RunLog) -> RunReport:
+              retry_failed: bool, retry_unknown: bool, force: bool, allow_repeat: bool, options: dict,
+              log: RunLog) -> RunReport:
     ws = st.workspace()
     store = st.store()
     with ExitStack() as stack:
         if not dry_run:
             stack.enter_context(WorkspaceLock(ws.lock_path, f"mailer send {ref}", st.now()))
-        campaign, warnings = campaign_for_send(store, ws, ref, st.clock, list_name=list_name, tags=tags)
+        campaign, warnings = campaign_for_send(store, ws, ref, st.clock, list_name=list_name, tags=tags,
+                                               retry=retry_failed or retry_unknown, allow_repeat=allow_repeat)
         for w in warnings:
             st.output.warn(w)
+        stack.enter_context(sigterm_interrupts())
         return run_campaign(
             store, ws, campaign, st.clock, options_from_config(ws, **options), st.secret(),
-            environ=st.env, dry_run=dry_run, resume=True, retry_failed=retry_failed, retry_unknown=retry_unknown, force=force,
-            observer=CliObserver(st, yes=yes, dry_run=dry_run), log=log,
+            environ=st.env, dry_run=dry_run, resume=True, retry_failed=retry_failed, retry_unknown=retry_unknown,
+            force=force, allow_repeat=allow_repeat, observer=CliObserver(st, yes=yes, dry_run=dry_run), log=log,
         )
+
+
+def _test_send(st: AppState, ref: str, to: str, as_subscriber: str | None, as_json: bool) -> None:
+    ws = st.workspace()
+    log = RunLog(ws.logs_dir / "mailer.log", st.clock, f"send {ref} --test-to")
+    try:
+        result = send_test(st.store(), ws, ref, to, st.clock, st.secret(), as_email=as_subscriber, environ=st.env,
+                           log=log, on_checks=lambda checks: show_checks(st.output, checks))
+    except BaseException as exc:
+        log_end(log, exc)
+        raise
+    log.write("end", exit=0)
+    if as_json:
+        st.output.json(result.document())
+        return
+    st.output.info(f"Sent one test message to {result.to} ({result.written_for}): {result.subject}")
+    st.output.info(f"The server said: {result.reply}. No delivery was recorded; the campaign is not sent.")
 
 
 def _show_report(out: Output, report: RunReport, as_json: bool) -> None:

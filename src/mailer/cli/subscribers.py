@@ -12,23 +12,32 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from ..csvio import EXPORT_COLUMNS, export_row, write_csv
-from ..errors import ExitCode, InputError
+from ..errors import ExitCode, InputError, NotFound
 from ..files import atomic_writer
 from ..home import forget_files
 from ..imports import import_file, one_row
 from ..models import STATUSES, ImportSummary, Subscriber
+from ..imports import look_alike
+from ..models import CONSENT_METHODS, HistoryItem, Typo
+from ..schedule import shown_time
 from ..store import Store
 from ..validate import InvalidValue, RowDefaults, check_text, normalise_email, parse_lists, parse_tags
 from . import AppState, app, state, sub_app
-from .options import JsonOpt
+from .options import JsonOpt, TagFilterOpt
 
 ListOpt = Annotated[
-    Optional[list[str]], typer.Option("--list", "-l", help="List to join (news, specials); repeatable. Default: both.")
+    Optional[list[str]],
+    typer.Option("--list", "-l", metavar="LIST", help="List to join (news, specials); repeatable. Default: both."),
 ]
-TagOpt = Annotated[Optional[list[str]], typer.Option("--tag", "-t", help="Tag to add; repeatable.")]
+TagOpt = Annotated[Optional[list[str]], typer.Option("--tag", "-t", metavar="TAG", help="Tag to add; repeatable.")]
+FixTyposOpt = Annotated[
+    bool, typer.Option("--fix-typos", help="Store gmail.com for a look-alike such as gmial.com (else only warn).")
+]
+# Times in the consent record and the history, shown to people in the workspace's zone.
+_TIME_FIELDS = ("optin_time", "created_at", "updated_at", "unsubscribed_at")
 
 
-def _defaults(lists, tags, source, file_name: str, check_dns: bool) -> RowDefaults:
+def _defaults(lists, tags, source, file_name: str, check_dns: bool, fix_typos: bool = False) -> RowDefaults:
     try:
         return RowDefaults(
             lists=parse_lists(lists) if lists else None,
@@ -36,9 +45,23 @@ def _defaults(lists, tags, source, file_name: str, check_dns: bool) -> RowDefaul
             source=check_text(source, "source") if source else None,
             default_source=file_name,
             check_dns=check_dns,
+            fix_typos=fix_typos,
         )
     except InvalidValue as exc:
         raise InputError(str(exc)) from None
+
+
+def _lists(values: list[str]) -> tuple[str, ...]:
+    try:
+        return parse_lists(values)
+    except InvalidValue as exc:
+        raise InputError(str(exc)) from None
+
+
+def _typo_line(t: Typo) -> str:
+    if t.fixed:
+        return f"{t.email}: stored as {t.suggestion} (--fix-typos)."
+    return f"{t.email}: did you mean {t.suggestion}? (--fix-typos stores that instead)"
 
 
 def _analysis_store(st: AppState) -> Store:
@@ -74,6 +97,25 @@ def _show_summary(st: AppState, summary: ImportSummary, as_json: bool, verb: str
                 ([r.line, r.value, r.reason] for r in summary.rejects),
                 title="Rows not imported",
             )
+        if summary.typos:
+            fixed = any(t.fixed for t in summary.typos)
+            out.table(
+                ["line", "email", "did you mean" if not fixed else "stored as"],
+                ([t.line, t.email, t.suggestion + ("" if t.fixed else "?")] for t in summary.typos),
+                title="Addresses that look mistyped",
+            )
+            if not fixed:
+                out.warn(
+                    f"{len(summary.typos)} address(es) look like a slip of a common provider's domain; "
+                    "they were taken as written. Check them, or import again with --fix-typos."
+                )
+        if summary.no_consent:
+            out.warn(
+                f"{summary.no_consent} row(s) carry no consent fact (no opt-in time, IP, form or consent text); "
+                "they are stored with consent method 'import'. Keep the proof of how they signed up."
+            )
+        if verb.startswith("Dry run"):
+            out.info("Dry run: nothing was written.")
     if summary.invalid:
         raise typer.Exit(int(ExitCode.PARTIAL))
 
@@ -90,28 +132,36 @@ def _readable(file: Path) -> Iterator[Path]:
         yield Path(tmp.name)
 
 
-def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb) -> None:
+def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb,
+                email_column=None, name_column=None, fix_typos=False) -> None:
     st = state(ctx)
     st.workspace(must_exist=verb == "import")
     store = _analysis_store(st) if dry_run else st.store()
-    defaults = _defaults(lists, tags, source, "stdin" if str(file) == "-" else Path(file).name, check_dns)
+    defaults = _defaults(lists, tags, source, "stdin" if str(file) == "-" else Path(file).name, check_dns, fix_typos)
+    columns = {k: v for k, v in (("email", email_column), ("name", name_column)) if v}
     # An in-memory store has no erased addresses, so it needs no key (and we create no secret.key).
     secret = bytes(32) if store.in_memory else st.secret()
     with _readable(file) as path:
         summary = import_file(
             store, secret, path, defaults, st.now(),
-            encoding=encoding, commit=not dry_run, rejects_path=rejects,
+            encoding=encoding, commit=not dry_run, rejects_path=rejects, columns=columns,
         )
     if rejects and not as_json:
         st.output.info(f"Rejected rows written to {rejects}" if summary.invalid else f"No rejected rows; {rejects} has only its header.")
     _show_summary(st, summary, as_json, "Dry run: nothing was written" if dry_run else verb.capitalize())
 
 
-FileArg = Annotated[Path, typer.Argument(help="The CSV file (UTF-8, UTF-16 or cp1252; comma, semicolon or tab); - for standard input.")]
-SourceOpt = Annotated[Optional[str], typer.Option("--source", help="Where these people came from (default: the file name).")]
-RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", help="Write the rows not imported to this CSV, to fix and import again.")]
+FileArg = Annotated[Path, typer.Argument(metavar="FILE", help="The CSV file (UTF-8, UTF-16 or cp1252; comma, semicolon or tab); - for standard input.")]
+SourceOpt = Annotated[Optional[str], typer.Option("--source", metavar="TEXT", help="Where these people came from (default: the file name).")]
+RejectsOpt = Annotated[Optional[Path], typer.Option("--rejects", metavar="FILE", help="Write the rows not imported to this CSV, to fix and import again.")]
 DnsOpt = Annotated[bool, typer.Option("--check-dns", help="Also check that each domain can receive mail (slow; uses the network).")]
-EncodingOpt = Annotated[Optional[str], typer.Option("--encoding", help="Read the file with this encoding instead of detecting it.")]
+EncodingOpt = Annotated[Optional[str], typer.Option("--encoding", metavar="NAME", help="Read the file with this encoding instead of detecting it.")]
+EmailColumnOpt = Annotated[
+    Optional[str], typer.Option("--email-column", metavar="COLUMN", help="The column holding the addresses, by its header name.")
+]
+NameColumnOpt = Annotated[
+    Optional[str], typer.Option("--name-column", metavar="COLUMN", help="The column holding the whole name, by its header name.")
+]
 
 
 @app.command("import")
@@ -126,9 +176,17 @@ def import_(
     as_json: JsonOpt = False,
     check_dns: DnsOpt = False,
     encoding: EncodingOpt = None,
+    email_column: EmailColumnOpt = None,
+    name_column: NameColumnOpt = None,
+    fix_typos: FixTyposOpt = False,
 ) -> None:
-    """Import subscribers from a CSV export (website form, Mailchimp, Google, Outlook, Excel)."""
-    _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, "import")
+    """Import subscribers from a CSV file or export.
+
+    Recognises the column names of Mailchimp, Google and Outlook contacts, Excel and
+    mailer's own export; --email-column and --name-column choose columns it does not know.
+    """
+    _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, "import",
+                email_column, name_column, fix_typos)
 
 
 @app.command()
@@ -142,12 +200,15 @@ def validate(
     as_json: JsonOpt = False,
     check_dns: DnsOpt = False,
     encoding: EncodingOpt = None,
+    email_column: EmailColumnOpt = None,
+    name_column: NameColumnOpt = None,
 ) -> None:
-    """The same analysis as import, against the current list; writes nothing."""
-    _run_import(ctx, file, lists, tags, source, True, rejects, as_json, check_dns, encoding, "validate")
+    """Check a CSV file as import would; writes nothing."""
+    _run_import(ctx, file, lists, tags, source, True, rejects, as_json, check_dns, encoding, "validate",
+                email_column, name_column)
 
 
-StatusOpt = Annotated[str, typer.Option("--status", help="active, unsubscribed, bounced or all.")]
+StatusOpt = Annotated[str, typer.Option("--status", metavar="STATUS", help="active, unsubscribed, bounced or all.")]
 
 
 def _check_status(status: str) -> str:
@@ -159,12 +220,15 @@ def _check_status(status: str) -> str:
 @app.command()
 def export(
     ctx: typer.Context,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file (default: stdout).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write to this file (default: stdout).")] = None,
     status: StatusOpt = "all",
-    list_name: Annotated[Optional[str], typer.Option("--list", "-l", help="Only this list.")] = None,
-    tags: TagOpt = None,
+    list_name: Annotated[Optional[str], typer.Option("--list", "-l", metavar="LIST", help="Only this list.")] = None,
+    tags: TagFilterOpt = None,
 ) -> None:
-    """Export subscribers as CSV (a backup: import reads it back exactly)."""
+    """Export subscribers as CSV (a backup import reads back).
+
+    Times are UTC (ISO 8601); the consent record's columns come last.
+    """
     st = state(ctx)
     store = st.store()
     rows = (
@@ -181,6 +245,7 @@ def export(
 
 
 subscribers_app = sub_app("subscribers", "List, show, add, unsubscribe, resubscribe and erase people.")
+EmailArg = Annotated[str, typer.Argument(metavar="ADDRESS", help="The subscriber's email address.")]
 
 
 def _key(email: str) -> str:
@@ -191,17 +256,24 @@ def _key(email: str) -> str:
 
 
 def _subscriber_json(s: Subscriber) -> dict:
-    return dict(zip(EXPORT_COLUMNS, export_row(s))) | {"lists": list(s.lists), "tags": list(s.tags)}
+    return dict(zip(EXPORT_COLUMNS, export_row(s))) | {
+        "lists": list(s.lists), "tags": list(s.tags), "left_lists": list(s.left_lists),
+    }
+
+
+def _history_json(h: HistoryItem) -> dict:
+    return {"time": h.time, "kind": h.kind, "list": h.list_name, "campaign": h.campaign_id,
+            "campaign_name": h.campaign_name, "status": h.status, "detail": h.detail}
 
 
 @subscribers_app.command("list")
 def list_(
     ctx: typer.Context,
     status: StatusOpt = "all",
-    list_name: Annotated[Optional[str], typer.Option("--list", "-l", help="Only this list.")] = None,
-    tags: TagOpt = None,
-    search: Annotated[Optional[str], typer.Option("--search", "-s", help="Part of an address or name.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="Show at most this many.", min=1)] = None,
+    list_name: Annotated[Optional[str], typer.Option("--list", "-l", metavar="LIST", help="Only this list.")] = None,
+    tags: TagFilterOpt = None,
+    search: Annotated[Optional[str], typer.Option("--search", "-s", metavar="TEXT", help="Part of an address or name.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="Show at most this many.", min=1)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List subscribers (paged on a terminal)."""
@@ -214,7 +286,7 @@ def list_(
     if as_json:
         out.json([_subscriber_json(s) for s in subs])
         return
-    rows = ([s.email, s.full_name, s.status, ",".join(s.lists), ",".join(s.tags)] for s in subs)
+    rows = ([s.email, s.full_name, s.status, s.lists, s.tags] for s in subs)
     columns = ["email", "name", "status", "lists", "tags"]
     if out.is_terminal:
         total = store.subscribers.count(status=status, list_name=list_name, tags=tags or [], search=search)
@@ -231,69 +303,165 @@ def list_(
 
 
 @subscribers_app.command()
-def show(ctx: typer.Context, email: str, as_json: JsonOpt = False) -> None:
-    """Everything stored about one subscriber."""
+def show(ctx: typer.Context, email: EmailArg, as_json: JsonOpt = False) -> None:
+    """One person: details, consent, and what happened to them.
+
+    Their deliveries, consent records and list changes, newest first.
+    """
     st = state(ctx)
-    sub = st.store().subscribers.require(_key(email))
+    store = st.store()
+    sub = store.subscribers.require(_key(email))
+    assert sub.id is not None
+    history = store.events.history(sub.id)
     if as_json:
-        st.output.json(_subscriber_json(sub))
+        st.output.json(_subscriber_json(sub) | {"history": [_history_json(h) for h in history]})
         return
-    st.output.summary(list(zip(EXPORT_COLUMNS, export_row(sub))), title=sub.email)
+    tz = st.workspace().config.sending.timezone
+    pairs = [
+        (k, shown_time(v, tz) if k in _TIME_FIELDS else v)
+        for k, v in zip(EXPORT_COLUMNS, export_row(sub))
+    ]
+    if sub.left_lists:
+        pairs.insert(EXPORT_COLUMNS.index("lists") + 1, ("left lists", sub.left_lists))
+    out = st.output
+    out.summary(pairs, title=sub.email)
+    if not sub.has_consent_facts:
+        out.warn("No consent fact is recorded for this person (no opt-in time, IP, form or consent text).")
+    out.table(
+        ["time", "what", "list", "campaign", "status", "detail"],
+        (
+            [shown_time(h.time, tz), h.kind, h.list_name,
+             f"{h.campaign_id} {h.campaign_name}" if h.campaign_id else "", h.status, h.detail]
+            for h in history
+        ),
+        title="History, newest first",
+    )
+
+
+def _erased_hint(address: str) -> str:
+    return (f"If they have signed up again, `mailer subscribers add {address} --consent \"what they agreed to\"` "
+            "records their new consent and brings them back.")
 
 
 @subscribers_app.command()
 def add(
     ctx: typer.Context,
-    email: str,
-    first_name: Annotated[str, typer.Option("--first-name", help="First name.")] = "",
-    last_name: Annotated[str, typer.Option("--last-name", help="Last name.")] = "",
+    email: EmailArg,
+    first_name: Annotated[str, typer.Option("--first-name", metavar="NAME", help="First name.")] = "",
+    last_name: Annotated[str, typer.Option("--last-name", metavar="NAME", help="Last name.")] = "",
     lists: ListOpt = None,
     tags: TagOpt = None,
-    source: Annotated[str, typer.Option("--source", help="Where this person signed up.")] = "front desk",
+    source: Annotated[str, typer.Option("--source", metavar="TEXT", help="Where this person signed up.")] = "front desk",
+    consent: Annotated[
+        Optional[str],
+        typer.Option("--consent", metavar="TEXT", help="What they agreed to, in the words they saw (a new consent record)."),
+    ] = None,
+    consent_version: Annotated[
+        str, typer.Option("--consent-version", metavar="VERSION", help="Which version of that text.")
+    ] = "",
+    method: Annotated[
+        str, typer.Option("--method", metavar="METHOD", help="How they agreed: " + ", ".join(CONSENT_METHODS) + ".")
+    ] = "front-desk",
+    fix_typos: FixTyposOpt = False,
 ) -> None:
-    """Add one person (the same checks as import)."""
+    """Add one person (the same checks as import).
+
+    With --consent this is a new consent record (method, time, the words they agreed to):
+    the way back for someone who unsubscribed, bounced or was erased and signed up again.
+    """
     st = state(ctx)
     store = st.store()
+    if method not in CONSENT_METHODS:
+        raise InputError(f"--method must be one of {', '.join(CONSENT_METHODS)}, not {method!r}.")
     defaults = _defaults(lists, tags, source, "command line", check_dns=False)
-    sub = one_row({"email": email, "first_name": first_name, "last_name": last_name}, defaults)
+    fields = {"email": email, "first_name": first_name, "last_name": last_name, "optin_time": st.now(),
+              "consent_method": method, "consent_text": consent or "", "consent_version": consent_version}
+    sub, typo = look_alike(one_row(fields, defaults), 1, fix_typos)
+    if typo is not None:
+        st.output.warn(_typo_line(typo))
     address = sub.email
-    outcome = store.subscribers.add(sub, st.secret(), st.now())
+    outcome = store.subscribers.add(sub, st.secret(), st.now(), new_consent=bool(consent), rejoin=bool(lists))
     if outcome == "suppressed":
+        if store.subscribers.get(sub.email_key) is None:
+            raise InputError(f"{address} was erased, so it is not added back.", hint=_erased_hint(address))
         raise InputError(
-            f"{address} has unsubscribed, bounced or been erased, so it is not added back.",
-            hint=f"Only `mailer subscribers resubscribe {address}` brings an unsubscribed or bounced person back.",
+            f"{address} has unsubscribed or bounced, so it is not added back.",
+            hint=f"If they asked to come back: `mailer subscribers resubscribe {address}`; if they signed up "
+            f"again, `mailer subscribers add {address} --consent \"what they agreed to\"` records it.",
         )
-    st.output.info(f"{address}: {outcome}")
+    if not consent and outcome == "added":
+        st.output.warn(f'No --consent given: record what {address} agreed to, e.g. --consent "Specials and news by email".')
+    said = {"back": "back on the list (new consent recorded)"}.get(outcome, outcome)
+    st.output.info(f"{address}: {said}")
 
 
 @subscribers_app.command()
 def unsubscribe(
     ctx: typer.Context,
-    email: str,
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the record).")] = "asked the practice",
+    email: EmailArg,
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why (kept with the record).")] = "asked the practice",
+    lists: Annotated[
+        Optional[list[str]],
+        typer.Option("--list", "-l", metavar="LIST", help="Leave only this list; repeatable. Default: every list."),
+    ] = None,
 ) -> None:
-    """Stop mailing someone; they stay on record so no import brings them back."""
+    """Stop mailing someone, or (--list) take them off one list.
+
+    They stay on record, so no import brings them back; the lists they left stay left.
+    """
     st = state(ctx)
-    changed = st.store().subscribers.unsubscribe(_key(email), check_text(reason, "reason"), st.now())
+    store = st.store()
+    reason = check_text(reason, "reason")
+    if lists:
+        names = _lists(lists)
+        gone = store.subscribers.leave(_key(email), names, reason, st.now())
+        sub = store.subscribers.require(_key(email))
+        stays = f"; still on {', '.join(sub.lists)}" if sub.lists else "; on no list now"
+        if gone:
+            st.output.info(f"{sub.email}: left {', '.join(gone)}{stays}")
+        else:
+            st.output.info(f"{sub.email}: was not on {', '.join(names)}{stays}")
+        return
+    changed = store.subscribers.unsubscribe(_key(email), reason, st.now())
     st.output.info(f"{email}: {'unsubscribed' if changed else 'was already unsubscribed'}")
 
 
 @subscribers_app.command()
-def resubscribe(ctx: typer.Context, email: str) -> None:
-    """Make an unsubscribed or bounced person active again (only when they asked)."""
+def resubscribe(
+    ctx: typer.Context,
+    email: EmailArg,
+    lists: Annotated[
+        Optional[list[str]],
+        typer.Option("--list", "-l", metavar="LIST", help="Join this list again; repeatable."),
+    ] = None,
+) -> None:
+    """Make someone active again, or (--list) join a list again.
+
+    Only when they asked. Someone erased comes back only through `add --consent`.
+    """
     st = state(ctx)
-    changed = st.store().subscribers.resubscribe(_key(email), st.now())
+    store = st.store()
+    key = _key(email)
+    if store.subscribers.get(key) is None and store.subscribers.is_erased(st.secret(), key):
+        raise NotFound(f"{email} was erased, so there is nothing to resubscribe.", hint=_erased_hint(email))
+    if lists:
+        joined = store.subscribers.join(key, _lists(lists), st.now())
+        sub = store.subscribers.require(key)
+        st.output.info(f"{sub.email}: " + (f"joined {', '.join(joined)}" if joined else "already on it")
+                       + f"; on {', '.join(sub.lists)}")
+        return
+    changed = store.subscribers.resubscribe(key, st.now())
     st.output.info(f"{email}: {'active again' if changed else 'was already active'}")
 
 
 @subscribers_app.command()
 def erase(
     ctx: typer.Context,
-    email: str,
+    email: EmailArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    reason: Annotated[str, typer.Option("--reason", help="Why (kept with the suppression).")] = "erasure requested",
+    reason: Annotated[str, typer.Option("--reason", metavar="TEXT", help="Why (kept with the suppression).")] = "erasure requested",
 ) -> None:
-    """Delete a person's data for good, keeping only a hash so they are never mailed again."""
+    """Delete a person's data for good (a hash keeps them off)."""
     st = state(ctx)
     store = st.store()
     key = _key(email)

@@ -70,7 +70,10 @@ def init(
         bool, typer.Option("--hipaa", help="A HIPAA-covered practice: sending needs a relay under a business associate agreement.")
     ] = False,
 ) -> None:
-    """Create the workspace: mailer.toml, mailer.db, templates/, outbox/ and logs/."""
+    """Create the workspace and its commented mailer.toml.
+
+    Also mailer.db, secret.key, templates/, outbox/ and logs/.
+    """
     if provider is not None and provider.lower() not in BY_NAME:
         raise InputError(f"Unknown provider {provider!r}; the presets are: {', '.join(names())}.")
     st = state(ctx)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from ..errors import NotFound
 from ..lifecycle import NOT_STARTED, CampaignStatus, SubscriberStatus, Transition, campaign_transition, forbidden
-from ..models import Campaign
+from ..models import Campaign, SentSpan
 from ..text import mask_addresses
 from .db import pack, unpack
 from .subscribers import filters
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     "id, key, name, content_path, content_hash, content, templates, template, subject, list_name, tags, "
-    "status, status_reason, scheduled_at, created_at, started_at, finished_at"
+    "status, status_reason, scheduled_at, created_at, started_at, finished_at, letter, allow_repeat"
 )
 S = CampaignStatus
 
@@ -30,7 +30,7 @@ def campaign_from_row(row: sqlite3.Row) -> Campaign:
         template=row["template"], subject=row["subject"], list_name=row["list_name"], tags=unpack(row["tags"]),
         status=CampaignStatus(row["status"]), status_reason=row["status_reason"],
         scheduled_at=row["scheduled_at"], created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"],
+        finished_at=row["finished_at"], letter=row["letter"], allow_repeat=bool(row["allow_repeat"]),
     )
 
 
@@ -86,10 +86,11 @@ class CampaignStore:
         with self.db.transaction():
             cur = self.conn.execute(
                 "INSERT INTO campaigns (key, name, content_path, content_hash, content, templates, template, "
-                "subject, list_name, tags, status, scheduled_at, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "subject, list_name, tags, status, scheduled_at, created_at, letter, allow_repeat) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (draft.key, draft.name, draft.content_path, draft.content_hash, draft.content, draft.templates,
                  draft.template, draft.subject, draft.list_name, pack(draft.tags), str(status),
-                 draft.scheduled_at, now),
+                 draft.scheduled_at, now, draft.letter, int(draft.allow_repeat)),
             )
         assert cur.lastrowid is not None
         return self.require(cur.lastrowid)
@@ -99,11 +100,61 @@ class CampaignStore:
         marks, values = _in(NOT_STARTED)
         with self.db.transaction():
             self.conn.execute(
-                "UPDATE campaigns SET content = ?, content_hash = ?, templates = ?, subject = ?, template = ? "
-                f"WHERE id = ? AND status IN ({marks})",
+                "UPDATE campaigns SET content = ?, content_hash = ?, templates = ?, subject = ?, template = ?, "
+                f"letter = ? WHERE id = ? AND status IN ({marks})",
                 (campaign.content, campaign.content_hash, campaign.templates, campaign.subject,
-                 campaign.template, campaign.id, *values),
+                 campaign.template, campaign.letter, campaign.id, *values),
             )
+
+    def set_letter(self, campaign_id: int, letter: str) -> None:
+        """Keep the letter's normalised text (for a campaign stored before it was kept)."""
+        with self.db.transaction():
+            self.conn.execute("UPDATE campaigns SET letter = ? WHERE id = ?", (letter, campaign_id))
+
+    def allow_repeat(self, campaign_id: int) -> None:
+        """A person said to send this campaign even though the same letter went out lately."""
+        with self.db.transaction():
+            self.conn.execute("UPDATE campaigns SET allow_repeat = 1 WHERE id = ?", (campaign_id,))
+
+    # -- what went out ------------------------------------------------------------------
+
+    def sent_since(self, since: str) -> list[tuple[Campaign, SentSpan]]:
+        """Campaigns that reached somebody with a message sent at or after `since` (UTC ISO), oldest first."""
+        rows = self.conn.execute(
+            "SELECT campaign_id, min(sent_at) AS first, max(sent_at) AS last, count(*) AS n FROM deliveries "
+            "WHERE status = 'sent' AND sent_at >= ? GROUP BY campaign_id ORDER BY campaign_id",
+            (since,),
+        ).fetchall()
+        return [(self.require(r["campaign_id"]), SentSpan(r["first"], r["last"], r["n"])) for r in rows]
+
+    def sent_spans(self) -> dict[int, SentSpan]:
+        """For every campaign that sent something: its first and last message sent, and how many."""
+        rows = self.conn.execute(
+            "SELECT campaign_id, min(sent_at) AS first, max(sent_at) AS last, count(*) AS n FROM deliveries "
+            "WHERE status = 'sent' GROUP BY campaign_id"
+        )
+        return {r["campaign_id"]: SentSpan(r["first"], r["last"], r["n"]) for r in rows}
+
+    def last_sent_with_subject(self, subject: str, exclude: int = 0) -> tuple[Campaign, SentSpan] | None:
+        """The campaign with this subject (compared without case) that most recently sent a message."""
+        row = self.conn.execute(
+            "SELECT d.campaign_id, min(d.sent_at) AS first, max(d.sent_at) AS last, count(*) AS n "
+            "FROM deliveries d JOIN campaigns c ON c.id = d.campaign_id "
+            "WHERE d.status = 'sent' AND lower(trim(c.subject)) = lower(trim(?)) AND c.id != ? "
+            "GROUP BY d.campaign_id ORDER BY last DESC LIMIT 1",
+            (subject, exclude),
+        ).fetchone()
+        return (self.require(row["campaign_id"]), SentSpan(row["first"], row["last"], row["n"])) if row else None
+
+    def reached(self, earlier_id: int, list_name: str, tags: Iterable[str]) -> int:
+        """How many of the active subscribers on this list (and tags) a campaign was sent to
+        (or may have reached: unknown)."""
+        where, params = filters(SubscriberStatus.ACTIVE, list_name, tags, None)
+        return int(self.conn.execute(
+            f"SELECT count(*) FROM subscribers{where} AND id IN "
+            "(SELECT subscriber_id FROM deliveries WHERE campaign_id = ? AND status IN ('sent', 'unknown'))",
+            (*params, earlier_id),
+        ).fetchone()[0])
 
     # -- transitions ------------------------------------------------------------------
 

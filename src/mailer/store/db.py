@@ -16,6 +16,7 @@ from .migrations import MIGRATIONS
 if TYPE_CHECKING:
     from .campaigns import CampaignStore
     from .deliveries import DeliveryStore
+    from .events import EventStore
     from .subscribers import SubscriberStore
 
 _SECRET_CHECK = b"mailer: this secret belongs to this database"
@@ -92,6 +93,7 @@ class Store:
         from .campaigns import CampaignStore
         from .deliveries import DeliveryStore
         from .mailbox import MailboxStore
+        from .events import EventStore
         from .subscribers import SubscriberStore
 
         self.conn = conn
@@ -101,6 +103,7 @@ class Store:
         self.campaigns: CampaignStore = CampaignStore(self)
         self.deliveries: DeliveryStore = DeliveryStore(self)
         self.mailbox: MailboxStore = MailboxStore(self)
+        self.events: EventStore = EventStore(self)
 
     @property
     def in_memory(self) -> bool:

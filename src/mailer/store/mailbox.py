@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..inbox.process import DeliveryRef, SubscriberRef
 from ..lifecycle import DeliveryStatus, SubscriberStatus, delivery_transition
 from ..text import mask_addresses
+from . import events as ev
 
 if TYPE_CHECKING:
     from .db import Store
@@ -68,12 +69,8 @@ class MailboxStore:
     # -- changes (inside atomic) ----------------------------------------------------------
 
     def _event(self, kind: str, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> None:
-        self.conn.execute(
-            "INSERT INTO subscriber_events (subscriber_id, time, kind, campaign_id, delivery_id, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (subscriber.id, when, kind, delivery.campaign_id if delivery else None,
-             delivery.id if delivery else None, mask_addresses(reason)),
-        )
+        self.db.events.add(subscriber.id, kind, when, campaign_id=delivery.campaign_id if delivery else None,
+                           delivery_id=delivery.id if delivery else None, detail=reason)
 
     def _suppress(self, subscriber: SubscriberRef, status: SubscriberStatus, reason: str, when: str) -> bool:
         # An unsubscribe is the stronger fact: a bounce never turns it into "bounced".
@@ -87,7 +84,7 @@ class MailboxStore:
 
     def hard_bounce(self, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> bool:
         """The address does not exist: suppressed for good; the delivery, when known, bounced."""
-        self._event("hard-bounce", subscriber, delivery, reason, when)
+        self._event(ev.BOUNCED, subscriber, delivery, reason, when)
         if delivery is not None:
             t = delivery_transition("bounce_later")
             sources = sorted(t.sources)
@@ -100,7 +97,7 @@ class MailboxStore:
 
     def soft_bounce(self, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> int:
         """A temporary bounce; returns on how many campaigns this person has bounced so since they last joined."""
-        self._event("soft-bounce", subscriber, delivery, reason, when)
+        self._event(ev.SOFT_BOUNCE, subscriber, delivery, reason, when)
         return int(self.conn.execute(
             "SELECT count(DISTINCT campaign_id) FROM subscriber_events WHERE subscriber_id = ? "
             "AND kind = 'soft-bounce' AND campaign_id IS NOT NULL AND time >= "
@@ -110,12 +107,12 @@ class MailboxStore:
 
     def unsubscribe(self, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> bool:
         """From every list: the one link, mail or complaint is enough."""
-        self._event("unsubscribe", subscriber, delivery, reason, when)
+        self._event(ev.UNSUBSCRIBED, subscriber, delivery, reason, when)
         return self._suppress(subscriber, S.UNSUBSCRIBED, reason, when)
 
     def complaint(self, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> None:
         """A spam complaint, counted against its campaign."""
-        self._event("complaint", subscriber, delivery, reason, when)
+        self._event(ev.COMPLAINT, subscriber, delivery, reason, when)
 
     # -- ProcessedLog -------------------------------------------------------------------
 

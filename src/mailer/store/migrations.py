@@ -80,20 +80,22 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_todo ON deliveries (campaign_id, status, seq);
 """
 
-M003_MAILBOX_LOOP = """
--- What happened to a person and why, newest last: bounces, complaints, unsubscribes,
--- list changes. Erasure clears the row's link and words (the campaign's counts stay).
+M003_HISTORY_MAILBOX_CONSENT = """
+-- What happened to a person and why, newest last: consent given, lists joined and left,
+-- unsubscribes, bounces (at send time or returned later), complaints. Kinds stay open.
+-- An event never holds an address; erasure unlinks the person's events and clears their
+-- words, so a complaint still counts against its campaign, naming nobody.
 CREATE TABLE subscriber_events (
     id            INTEGER PRIMARY KEY,
     subscriber_id INTEGER REFERENCES subscribers (id) ON DELETE SET NULL,
-    time          TEXT NOT NULL,
-    kind          TEXT NOT NULL,               -- hard-bounce | soft-bounce | complaint | unsubscribe | ...
-    list_name     TEXT NOT NULL DEFAULT '',
+    time          TEXT NOT NULL,                -- UTC
+    kind          TEXT NOT NULL,                -- added, consent, joined, left, unsubscribed, bounced, soft-bounce, complaint, ...
+    list_name     TEXT NOT NULL DEFAULT '',     -- '' = not about one list
     campaign_id   INTEGER REFERENCES campaigns (id),
     delivery_id   INTEGER REFERENCES deliveries (id),
     detail        TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX subscriber_events_of ON subscriber_events (subscriber_id, kind);
+CREATE INDEX subscriber_events_of ON subscriber_events (subscriber_id, time);
 CREATE INDEX subscriber_events_by_campaign ON subscriber_events (campaign_id, kind) WHERE campaign_id IS NOT NULL;
 
 -- Every mail the inbox loop has handled, by its Message-ID (or a hash of its headers):
@@ -114,11 +116,26 @@ CREATE TABLE inbox_cursors (
 
 -- A bounce names the message it returns by its Message-ID.
 CREATE INDEX deliveries_by_message_id ON deliveries (message_id) WHERE message_id != '';
+
+-- The consent record beside source, opt-in time and IP (method: form, double-opt-in,
+-- front-desk, import).
+ALTER TABLE subscribers ADD COLUMN consent_method TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_text TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_version TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE subscribers ADD COLUMN consent_user_agent TEXT NOT NULL DEFAULT '';
+-- Lists the person left on purpose (',specials,'): an import never joins them again.
+ALTER TABLE subscribers ADD COLUMN left_lists TEXT NOT NULL DEFAULT ',';
+
+-- The letter as people read it (subject and body for a sample subscriber, normalised),
+-- to find the same letter sent again under a new file name.
+ALTER TABLE campaigns ADD COLUMN letter TEXT NOT NULL DEFAULT '';
+ALTER TABLE campaigns ADD COLUMN allow_repeat INTEGER NOT NULL DEFAULT 0;
 """
 
 # (name, SQL script). The position in this list is the schema version.
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_campaigns", M002_CAMPAIGNS),
-    ("m003_mailbox_loop", M003_MAILBOX_LOOP),
+    ("m003_history_mailbox_consent", M003_HISTORY_MAILBOX_CONSENT),
 ]

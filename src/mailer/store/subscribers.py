@@ -11,6 +11,7 @@ from ..errors import NotFound
 from ..lifecycle import SubscriberStatus
 from ..models import ImportSummary, Reject, Subscriber
 from ..text import mask_addresses
+from . import events as ev
 from .db import pack, unpack
 
 if TYPE_CHECKING:
@@ -18,14 +19,21 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     "id, email, email_key, email_entered, first_name, last_name, status, lists, tags, source, "
-    "optin_time, optin_ip, created_at, updated_at, unsubscribed_at, unsubscribed_reason"
+    "optin_time, optin_ip, created_at, updated_at, unsubscribed_at, unsubscribed_reason, "
+    "consent_method, consent_text, consent_version, consent_url, consent_user_agent, left_lists"
 )
 _INSERT = (
     "INSERT INTO subscribers (email, email_key, email_entered, first_name, last_name, status, lists, tags, "
-    "source, optin_time, optin_ip, created_at, updated_at, unsubscribed_at, unsubscribed_reason) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "source, optin_time, optin_ip, created_at, updated_at, unsubscribed_at, unsubscribed_reason, "
+    "consent_method, consent_text, consent_version, consent_url, consent_user_agent, left_lists) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 ACTIVE = SubscriberStatus.ACTIVE
+CONSENT_FIELDS = ("consent_method", "consent_text", "consent_version", "consent_url", "consent_user_agent")
+# A person with none of these has no record of how they agreed to be mailed.
+_NO_CONSENT = (
+    "optin_time = '' AND optin_ip = '' AND consent_text = '' AND consent_url = '' AND consent_user_agent = ''"
+)
 
 
 def address_hash(secret: bytes, email_key: str) -> str:
@@ -41,8 +49,23 @@ def subscriber_from_row(row: sqlite3.Row) -> Subscriber:
         lists=unpack(row["lists"]), tags=unpack(row["tags"]), source=row["source"],
         optin_time=row["optin_time"], optin_ip=row["optin_ip"], created_at=row["created_at"],
         updated_at=row["updated_at"], unsubscribed_at=row["unsubscribed_at"],
-        unsubscribed_reason=row["unsubscribed_reason"],
+        unsubscribed_reason=row["unsubscribed_reason"], consent_method=row["consent_method"],
+        consent_text=row["consent_text"], consent_version=row["consent_version"], consent_url=row["consent_url"],
+        consent_user_agent=row["consent_user_agent"], left_lists=unpack(row["left_lists"]),
     )
+
+
+def consent_detail(s: Subscriber) -> str:
+    """A consent record in one line, for the person's history."""
+    parts = [s.consent_method or "consent"]
+    if s.consent_version:
+        parts.append(f"version {s.consent_version}")
+    text = f"{' '.join(parts)}: {s.consent_text}" if s.consent_text else " ".join(parts)
+    return text + (f" ({s.consent_url})" if s.consent_url else "")
+
+
+def _added_detail(s: Subscriber) -> str:
+    return f"on {', '.join(s.lists)}; source: {s.source}"
 
 
 def filters(status: str | None, list_name: str | None, tags: Iterable[str], search: str | None) -> tuple[str, list]:
@@ -127,6 +150,12 @@ class SubscriberStore:
         """How many active subscribers a campaign to this list and these tags would reach now."""
         return self.count(status=ACTIVE, list_name=list_name, tags=tags)
 
+    def audience_without_consent(self, list_name: str, tags: Iterable[str]) -> int:
+        """How many of that audience have no consent fact at all (no time, IP, form or words)."""
+        where, params = filters(ACTIVE, list_name, tags, None)
+        sql = f"SELECT count(*) FROM subscribers{where} AND {_NO_CONSENT}"
+        return int(self.conn.execute(sql, params).fetchone()[0])
+
     def status_counts(self) -> dict[str, int]:
         counts = dict.fromkeys((str(s) for s in SubscriberStatus), 0)
         for row in self.conn.execute("SELECT status, count(*) AS n FROM subscribers GROUP BY status"):
@@ -150,52 +179,113 @@ class SubscriberStore:
             pack(s.lists), pack(s.tags), s.source, s.optin_time, s.optin_ip,
             s.created_at or now, s.updated_at or s.created_at or now,
             s.unsubscribed_at or (now if s.status != ACTIVE else ""), s.unsubscribed_reason,
+            s.consent_method, s.consent_text, s.consent_version, s.consent_url, s.consent_user_agent,
+            pack(s.left_lists),
         )
+
+    def _insert(self, s: Subscriber, now: str) -> int:
+        cur = self.conn.execute(_INSERT, self._insert_values(s, now))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def merge(self, s: Subscriber, secret: bytes, now: str, *, check_erased: bool = True) -> str:
         """Add or update one subscriber without ever bringing a suppressed address back.
 
         Returns what happened: 'added', 'updated', 'unchanged' or 'suppressed'. Names are
-        updated when the new ones are not empty; lists and tags are joined; the original
-        consent facts (source, opt-in time and IP) are kept and only filled in where empty.
-        Call inside a transaction.
+        updated when the new ones are not empty; lists and tags are joined (never a list
+        the person left); the original consent facts (source, opt-in time and IP, the
+        consent record) are kept and only filled in where empty. Call inside a transaction.
         """
         if check_erased and self.is_erased(secret, s.email_key):
             return "suppressed"
         old = self.get(s.email_key)
         if old is None:
-            self.conn.execute(_INSERT, self._insert_values(s, now))
+            new_id = self._insert(s, now)
+            self.db.events.add(new_id, ev.ADDED, now, detail=_added_detail(s))
             return "added"
         return self._update(old, s, now)
 
-    def _update(self, old: Subscriber, s: Subscriber, now: str) -> str:
-        if old.status != ACTIVE:
+    def _update(self, old: Subscriber, s: Subscriber, now: str, *, rejoin: bool = False,
+                new_consent: bool = False) -> str:
+        """Merge s into the stored old. rejoin: a person asked for these lists again (even ones
+        they left); new_consent: they agreed again, so this consent record replaces the old one
+        and an unsubscribed or bounced person is active again."""
+        if old.status != ACTIVE and not new_consent:
             return "suppressed"
+        if rejoin:
+            joined = tuple(x for x in s.lists if x not in old.lists)
+            left = tuple(x for x in old.left_lists if x not in s.lists)
+        else:
+            joined = tuple(x for x in s.lists if x not in old.lists and x not in old.left_lists)
+            left = old.left_lists
+        lists = old.lists + joined
+        if new_consent and old.status != ACTIVE:
+            # Back after an unsubscribe or a bounce: on the lists they asked for now.
+            lists, joined = s.lists, s.lists
+            left = tuple(dict.fromkeys(x for x in old.lists + old.left_lists if x not in s.lists))
+        consent = {k: getattr(old, k) for k in ("source", "optin_time", "optin_ip", *CONSENT_FIELDS)}
+        if new_consent or (s.has_consent_facts and not old.has_consent_facts):
+            consent.update({k: getattr(s, k) for k in ("optin_time", "optin_ip", *CONSENT_FIELDS)})
+            if new_consent:
+                consent["source"] = s.source or old.source
+        for k, v in list(consent.items()):
+            consent[k] = v or getattr(s, k)
         new: dict[str, object] = {
             "first_name": s.first_name or old.first_name,
             "last_name": s.last_name or old.last_name,
-            "lists": old.lists + tuple(x for x in s.lists if x not in old.lists),
+            "lists": lists,
+            "left_lists": left,
             "tags": old.tags + tuple(x for x in s.tags if x not in old.tags),
-            "source": old.source or s.source,
-            "optin_time": old.optin_time or s.optin_time,
-            "optin_ip": old.optin_ip or s.optin_ip,
-            "status": s.status,
-            "unsubscribed_at": (s.unsubscribed_at or now) if s.status != ACTIVE else "",
-            "unsubscribed_reason": s.unsubscribed_reason if s.status != ACTIVE else "",
+            **consent,
+            "status": ACTIVE if new_consent else s.status,
+            "unsubscribed_at": "" if new_consent else ((s.unsubscribed_at or now) if s.status != ACTIVE else ""),
+            "unsubscribed_reason": "" if new_consent else (s.unsubscribed_reason if s.status != ACTIVE else ""),
         }
         if all(getattr(old, k) == v for k, v in new.items()):
             return "unchanged"
-        new["lists"] = pack(new["lists"])  # type: ignore[arg-type]
-        new["tags"] = pack(new["tags"])  # type: ignore[arg-type]
+        for k in ("lists", "left_lists", "tags"):
+            new[k] = pack(new[k])  # type: ignore[arg-type]
         new["status"] = str(new["status"])
         sets = ", ".join(f"{k} = ?" for k in new)
         self.conn.execute(f"UPDATE subscribers SET {sets}, updated_at = ? WHERE id = ?", (*new.values(), now, old.id))
+        assert old.id is not None
+        events = self.db.events
+        if old.status != ACTIVE and new["status"] == str(ACTIVE):
+            events.add(old.id, ev.RESUBSCRIBED, now, detail=f"signed up again: on {', '.join(lists)}")
+        else:
+            for name in joined:
+                events.add(old.id, ev.JOINED, now, list_name=name, detail=s.source)
+        if s.status != ACTIVE and old.status == ACTIVE and not new_consent:
+            events.add(old.id, str(s.status), now, detail=str(new["unsubscribed_reason"]))
+        if new_consent and s.consent_text:
+            events.add(old.id, ev.CONSENT, now, detail=consent_detail(s))
         return "updated"
 
-    def add(self, s: Subscriber, secret: bytes, now: str) -> str:
-        """`subscribers add`: the same rules as an import of one row."""
+    def add(self, s: Subscriber, secret: bytes, now: str, *, new_consent: bool = False, rejoin: bool = False) -> str:
+        """`subscribers add`: the same rules as an import of one row, asked for by a person.
+
+        With rejoin (lists named by --list) they are joined even if the person left them
+        before. With new_consent
+        (they signed up again, and `--consent` says what they agreed to) the consent record
+        is replaced, and someone unsubscribed, bounced or even erased comes back: the only
+        way back for an erased person. Returns 'added', 'updated', 'unchanged', 'suppressed'
+        or 'back' (came back with their new consent).
+        """
         with self.db.transaction():
-            return self.merge(s, secret, now)
+            erased = self.is_erased(secret, s.email_key)
+            if erased and not new_consent:
+                return "suppressed"
+            if erased:
+                self.conn.execute("DELETE FROM suppressions WHERE hash = ?", (address_hash(secret, s.email_key),))
+            old = self.get(s.email_key)
+            if old is None:
+                new_id = self._insert(s, now)
+                self.db.events.add(new_id, ev.ADDED, now, detail=_added_detail(s))
+                if s.consent_text:
+                    self.db.events.add(new_id, ev.CONSENT, now, detail=consent_detail(s))
+                return "back" if erased else "added"
+            outcome = self._update(old, s, now, rejoin=rejoin, new_consent=new_consent)
+            return "back" if outcome == "updated" and old.status != ACTIVE else outcome
 
     def import_rows(
         self,
@@ -240,6 +330,8 @@ class SubscriberStore:
                     batch = []
             if batch:
                 self._import_chunk(batch, secret, now, check_erased, first_new_id, counters, summary)
+            if counters["added"]:
+                self.db.events.added_since(first_new_id, now)
         c.execute("DELETE FROM temp.import_seen")
         summary.added = counters["added"]
         summary.updated = counters["updated"]
@@ -290,7 +382,7 @@ class SubscriberStore:
     # -- status changes -------------------------------------------------------------
 
     def unsubscribe(self, email_key: str, reason: str, now: str, status: str = SubscriberStatus.UNSUBSCRIBED) -> bool:
-        """Mark a subscriber unsubscribed (or bounced); False if they already were."""
+        """Mark a subscriber unsubscribed (or bounced) from everything; False if they already were."""
         with self.db.transaction():
             sub = self.require(email_key)
             if sub.status == status:
@@ -302,10 +394,12 @@ class SubscriberStore:
                 "updated_at = ? WHERE id = ?",
                 (str(status), now, reason, now, sub.id),
             )
+            assert sub.id is not None
+            self.db.events.add(sub.id, str(status), now, detail=reason)
             return True
 
     def resubscribe(self, email_key: str, now: str) -> bool:
-        """The only way back to active; False if the subscriber already was."""
+        """The only way back to active (besides a new consent); False if the subscriber already was."""
         with self.db.transaction():
             sub = self.require(email_key)
             if sub.status == ACTIVE:
@@ -315,15 +409,76 @@ class SubscriberStore:
                 "updated_at = ? WHERE id = ?",
                 (now, sub.id),
             )
+            assert sub.id is not None
+            self.db.events.add(sub.id, ev.RESUBSCRIBED, now, detail=f"on {', '.join(sub.lists) or 'no list'}")
             return True
+
+    def leave(self, email_key: str, lists: Iterable[str], reason: str, now: str) -> tuple[str, ...]:
+        """Take a person off some lists (they stay on the others); returns the lists they left.
+
+        The lists are remembered, so an import never puts them back; only a person's
+        `add --list` or `resubscribe --list` does.
+        """
+        with self.db.transaction():
+            sub = self.require(email_key)
+            gone = tuple(x for x in lists if x in sub.lists)
+            left = sub.left_lists + tuple(x for x in lists if x not in sub.left_lists)
+            if not gone and left == sub.left_lists:
+                return ()
+            self.conn.execute(
+                "UPDATE subscribers SET lists = ?, left_lists = ?, updated_at = ? WHERE id = ?",
+                (pack(x for x in sub.lists if x not in gone), pack(left), now, sub.id),
+            )
+            assert sub.id is not None
+            for name in gone:
+                self.db.events.add(sub.id, ev.LEFT, now, list_name=name, detail=reason)
+            return gone
+
+    def join(self, email_key: str, lists: Iterable[str], now: str) -> tuple[str, ...]:
+        """Put a person (back) on some lists, at their request; someone unsubscribed or bounced
+        becomes active again, on just these lists. Returns the lists joined ('' changes: ())."""
+        lists = tuple(lists)
+        with self.db.transaction():
+            sub = self.require(email_key)
+            back = sub.status != ACTIVE
+            if back:
+                new_lists = lists
+                left = tuple(dict.fromkeys(x for x in sub.lists + sub.left_lists if x not in lists))
+            else:
+                new_lists = sub.lists + tuple(x for x in lists if x not in sub.lists)
+                left = tuple(x for x in sub.left_lists if x not in lists)
+            joined = tuple(x for x in lists if back or x not in sub.lists)
+            if not back and not joined and left == sub.left_lists:
+                return ()
+            self.conn.execute(
+                "UPDATE subscribers SET status = 'active', unsubscribed_at = '', unsubscribed_reason = '', "
+                "lists = ?, left_lists = ?, updated_at = ? WHERE id = ?",
+                (pack(new_lists), pack(left), now, sub.id),
+            )
+            assert sub.id is not None
+            if back:
+                self.db.events.add(sub.id, ev.RESUBSCRIBED, now, detail=f"on {', '.join(lists)}")
+            else:
+                for name in joined:
+                    self.db.events.add(sub.id, ev.JOINED, now, list_name=name, detail="asked to join")
+            return joined
 
     def bounce_by_delivery(self, delivery_id: int, reply: str, now: str) -> None:
         """The address of a delivery does not exist: suppress its subscriber (inside a transaction)."""
+        row = self.conn.execute(
+            "SELECT d.subscriber_id, d.campaign_id FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+            "WHERE d.id = ? AND s.status = 'active'",
+            (delivery_id,),
+        ).fetchone()
+        if row is None:
+            return
         self.conn.execute(
             "UPDATE subscribers SET status = 'bounced', unsubscribed_at = ?, unsubscribed_reason = ?, "
-            "updated_at = ? WHERE status = 'active' AND id = (SELECT subscriber_id FROM deliveries WHERE id = ?)",
-            (now, mask_addresses(reply)[:200], now, delivery_id),
+            "updated_at = ? WHERE id = ?",
+            (now, mask_addresses(reply)[:200], now, row["subscriber_id"]),
         )
+        self.db.events.add(row["subscriber_id"], ev.BOUNCED, now, campaign_id=row["campaign_id"],
+                           delivery_id=delivery_id, detail=reply[:200])
 
     def erase(self, email_key: str, secret: bytes, reason: str, now: str) -> bool:
         """Delete every trace of a person but a keyed hash that keeps them from coming back.
@@ -350,7 +505,12 @@ class SubscriberStore:
             "UPDATE deliveries SET email = '', reply = '', subscriber_id = NULL WHERE subscriber_id = ?",
             (subscriber_id,),
         )
-        # Their history goes; a complaint still counts against its campaign, naming nobody.
+        # Their history goes; only a complaint stays, naming nobody, so it still counts
+        # against its campaign's complaint rate.
         self.conn.execute(
-            "UPDATE subscriber_events SET detail = '', subscriber_id = NULL WHERE subscriber_id = ?", (subscriber_id,)
+            "DELETE FROM subscriber_events WHERE subscriber_id = ? AND kind != ?", (subscriber_id, ev.COMPLAINT)
+        )
+        self.conn.execute(
+            "UPDATE subscriber_events SET detail = '', list_name = '', subscriber_id = NULL WHERE subscriber_id = ?",
+            (subscriber_id,),
         )
