@@ -187,15 +187,31 @@ def unneutralise(cell: str) -> str:
 # -- encoding ---------------------------------------------------------------------------
 
 
-def _is_valid_utf8(fh: IO[bytes]) -> bool:
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _utf8_scan(fh: IO[bytes]) -> tuple[int | None, bool]:
+    """(line of the first byte that is not UTF-8 or None, whether any non-ASCII UTF-8 character was seen)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    try:
-        while chunk := fh.read(CHUNK):
-            decoder.decode(chunk)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return False
-    return True
+    lines, multibyte, bad = 1, False, None
+    while chunk := fh.read(CHUNK):
+        if not multibyte and _UTF8_MULTIBYTE.search(chunk):
+            multibyte = True
+        if bad is None:
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad = lines + chunk[: exc.start].count(b"\n")
+        if bad is None:
+            lines += chunk.count(b"\n")
+        elif multibyte:
+            break
+    if bad is None:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            bad = lines
+    return bad, multibyte
 
 
 def _has_cp1252_holes(fh: IO[bytes]) -> bool:
@@ -237,10 +253,19 @@ def detect_encoding(path: Path) -> str:
         if len(_BINARY_BYTES.findall(head)) * 20 > len(head):
             raise InputError(f"{path} looks like a binary file, not CSV text.")
         fh.seek(0)
-        if _is_valid_utf8(fh):
+        bad_line, utf8_seen = _utf8_scan(fh)
+        if bad_line is None:
             return "utf-8"
         if b"\r" in head and b"\n" not in head:
             return "mac_roman"  # Excel for Mac's "CSV (Macintosh)": MacRoman, CR line ends
+        if utf8_seen:
+            # Most of it is UTF-8 and some lines are not (two exports pasted together):
+            # reading it all as cp1252 would store "JosÃ©" for every UTF-8 name.
+            raise InputError(
+                f"{path}:{bad_line}: this line is not UTF-8 text, although other lines of the file are; "
+                "reading it one way would garble the names written the other way.",
+                hint="Open the file in a spreadsheet and save it again as CSV UTF-8 (or fix that line), then import it.",
+            )
         fh.seek(0)
         return "latin-1" if _has_cp1252_holes(fh) else "cp1252"
 
@@ -394,6 +419,11 @@ def _open_stream(path: Path, stream: IO[str], encoding: str, chosen: dict[str, s
     hint = _SEP_LINE.match(sample.lstrip("\ufeff"))
     if hint:  # Excel's "sep=;" first line names the delimiter; it is not the header
         delimiter = hint.group(1)
+        if delimiter in '"\r\n' or delimiter.isalnum() or delimiter == " ":
+            raise InputError(
+                f"{path}:1: the first line says the separator is {delimiter!r} (sep={delimiter}), which cannot separate cells.",
+                hint="Remove that first line, or save the file again from the spreadsheet as CSV.",
+            )
     else:
         delimiter = sniff_delimiter(sample)
     kept: list[str] = []

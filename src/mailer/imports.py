@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import stat
+import tempfile
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from .files import atomic_writer
 from .csvio import REJECT_COLUMNS, CsvFile, map_columns, neutralise, open_csv
@@ -71,7 +74,7 @@ def _rejects_writer(path: Path | None, header: tuple[str, ...]) -> Iterator:
         return
     with atomic_writer(path, encoding="utf-8-sig", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\r\n")
-        writer.writerow(list(header or ("email",)) + list(REJECT_COLUMNS))
+        writer.writerow([neutralise(c) for c in (header or ("email",))] + list(REJECT_COLUMNS))
 
         def write(reject: Reject) -> None:
             row = list(reject.row)
@@ -101,20 +104,62 @@ def import_file(
     `columns` are columns a person chose by name ({"email": "Contact"}).
     """
     notes = ImportSummary()
+    if rejects_path is not None and _same_file(path, rejects_path):
+        raise InputError(
+            f"--rejects {rejects_path} is the file being imported; it would be replaced by the rejected rows.",
+            hint="Give the rejects file another name, e.g. --rejects rejects.csv.",
+        )
     with open_csv(path, encoding=encoding, columns=columns) as csv_file:
+        # Said before the import: nothing that can fail runs after its commit.
+        detected = describe(csv_file)
         header = csv_file.columns.header
         with _rejects_writer(Path(rejects_path) if rejects_path else None, header) as on_reject:
             summary = store.subscribers.import_rows(
                 records(csv_file, defaults, notes), secret, now, commit=commit, on_reject=on_reject
             )
-    summary.detected = describe(csv_file)
+    summary.detected = detected
     summary.typos, summary.no_consent = notes.typos, notes.no_consent
     return summary
 
 
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).absolute() == Path(b).absolute()
+
+
+@contextmanager
+def seekable(path: str | os.PathLike, stdin: IO[bytes] | None = None) -> Iterator[Path]:
+    """A path the CSV reader can read twice (detection, then rows).
+
+    `-` (standard input), a pipe, a FIFO or `<(cat file)` is copied to a private temporary
+    file first; a regular file is read where it is.
+    """
+    path = Path(path)
+    if str(path) != "-":
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            raise InputError(f"There is no file {path}.") from None
+        if regular or path.is_dir():
+            yield path
+            return
+    with tempfile.NamedTemporaryFile(prefix="mailer-input-", suffix=".csv") as tmp:
+        if str(path) == "-":
+            assert stdin is not None
+            shutil.copyfileobj(stdin, tmp)
+        else:
+            with open(path, "rb") as source:
+                shutil.copyfileobj(source, tmp)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
 def describe(csv_file: CsvFile) -> str:
     """One line on what was detected, for humans: encoding, delimiter, columns."""
-    delim = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}[csv_file.delimiter]
+    names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+    delim = names.get(csv_file.delimiter, repr(csv_file.delimiter))
     if csv_file.headerless:
         cols = "no header; addresses in column 1"
     else:

@@ -6,12 +6,13 @@ dies, however it dies: a lock left by a killed run is simply free (taken over).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 from pathlib import Path
 
-from .errors import LockedError
+from .errors import DiskFull, LockedError, MailerError, StoreError
 
 
 class WorkspaceLock:
@@ -24,7 +25,11 @@ class WorkspaceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        """Take the lock or raise LockedError naming its holder; a full disk is DiskFull, never a crash."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise _disk_error(exc, self.path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -34,9 +39,16 @@ class WorkspaceLock:
                 f"Another mailer run holds the workspace lock ({holder}); nothing was done.",
                 hint="Wait for it to finish; cron will try again at the next run.",
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "command": self.command, "started": self.started}).encode())
-        os.fsync(fd)
+        try:
+            # Who holds it, for the next run's message; the lock itself is the flock.
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "command": self.command, "started": self.started}).encode())
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                os.close(fd)
+                raise _disk_error(exc, self.path) from None
+            # A full disk cannot say who holds the lock, but the lock is held: go on.
         self._fd = fd
 
     def release(self) -> None:
@@ -52,6 +64,13 @@ class WorkspaceLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _disk_error(exc: OSError, path: Path) -> MailerError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"The disk is full, so the workspace lock {path.name} could not be made; nothing was done.",
+                        hint="Free some space and run it again.")
+    return StoreError(f"The workspace lock {path} cannot be taken: {exc.strerror}; nothing was done.")
 
 
 def _describe(fd: int) -> str:

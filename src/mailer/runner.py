@@ -29,7 +29,7 @@ from .checks import Check
 from .clock import Clock, iso
 from .config import Workspace
 from .content import parse_content
-from .errors import ExitCode, InputError, Interrupted, MailerError, SmtpError, Terminated
+from .errors import ExitCode, InputError, Interrupted, MailerError, SmtpError, StoreError, Terminated
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign, SentSpan
 from .readiness import audience_problems, complaint_problems, sending_problems
@@ -282,6 +282,7 @@ def run_campaign(
     else:
         if not campaign.id:
             campaign = store_campaign(store, campaign, clock)  # as it was checked and confirmed
+    engine: CampaignSender | None = None
     try:
         if not dry_run:
             if not campaign.started:
@@ -299,6 +300,9 @@ def run_campaign(
         observer.progress(_logged(engine.run(), log, campaign.id), total)
     except KeyboardInterrupt as exc:
         raise _interrupted(store, ws, campaign, clock, dry_run, log, terminated=isinstance(exc, Terminated)) from None
+    except StoreError as exc:  # the disk filled up (or failed) in the middle: say what really happened
+        raise _store_failed(exc, campaign, engine.result.outcomes[D.SENT] if engine else 0, dry_run) from exc
+    assert engine is not None
     result = engine.result
 
     figures: dict = {}
@@ -323,6 +327,18 @@ def _with_letter(store: Store, campaign: Campaign, renderer: Renderer, *, dry_ru
         if allow_repeat and not campaign.allow_repeat:
             store.campaigns.allow_repeat(campaign.id)
     return updated
+
+
+def _store_failed(exc: StoreError, campaign: Campaign, accepted: int, dry_run: bool) -> StoreError:
+    """The same error, saying how far the send got (it did not 'change nothing')."""
+    if dry_run:
+        return exc
+    ref = campaign.id or campaign.name
+    message = (
+        f"{exc.message} Sending campaign {ref} stopped there: in this run the server had accepted {accepted} message(s); the rest "
+        "is left pending, and a message whose reply could not be recorded will be reported as unknown, not resent."
+    )
+    return type(exc)(message, hint=f"{exc.hint or 'Fix the disk.'} Then `mailer send {ref}` goes on.")
 
 
 def _interrupted(store: Store, ws: Workspace, campaign: Campaign, clock: Clock, dry_run: bool,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
@@ -15,7 +12,7 @@ from ..csvio import EXPORT_COLUMNS, export_row, write_csv
 from ..errors import ExitCode, InputError, NotFound
 from ..files import atomic_writer
 from ..home import forget_files
-from ..imports import import_file, one_row
+from ..imports import import_file, one_row, seekable
 from ..models import STATUSES, ImportSummary, Subscriber
 from ..imports import look_alike
 from ..models import CONSENT_METHODS, HistoryItem, Typo
@@ -120,18 +117,6 @@ def _show_summary(st: AppState, summary: ImportSummary, as_json: bool, verb: str
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-@contextmanager
-def _readable(file: Path) -> Iterator[Path]:
-    """The file itself, or for `-` standard input spooled to a temporary file (detection reads twice)."""
-    if str(file) != "-":
-        yield file
-        return
-    with tempfile.NamedTemporaryFile(prefix="mailer-stdin-", suffix=".csv") as tmp:
-        shutil.copyfileobj(sys.stdin.buffer, tmp)
-        tmp.flush()
-        yield Path(tmp.name)
-
-
 def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb,
                 email_column=None, name_column=None, fix_typos=False) -> None:
     st = state(ctx)
@@ -141,7 +126,7 @@ def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check
     columns = {k: v for k, v in (("email", email_column), ("name", name_column)) if v}
     # An in-memory store has no erased addresses, so it needs no key (and we create no secret.key).
     secret = bytes(32) if store.in_memory else st.secret()
-    with _readable(file) as path:
+    with seekable(file, sys.stdin.buffer) as path:
         summary = import_file(
             store, secret, path, defaults, st.now(),
             encoding=encoding, commit=not dry_run, rejects_path=rejects, columns=columns,
