@@ -7,7 +7,7 @@ Prints, from the same run:
   figure that matters for `mailer send`;
 - Jinja alone rendering the HTML template, the ceiling for the above;
 - a straightforward EmailMessage (policy.default) + as_bytes(policy=SMTP) build of the
-  same parts, for comparison with what the Renderer does instead.
+  same parts, for comparison with what a CompiledCampaign does instead.
 Afterwards every message made is parsed back with the standard parser and must have
 no defects.
 """
@@ -32,7 +32,7 @@ from mailer.clock import FakeClock  # noqa: E402
 from mailer.config import EXAMPLE_CONFIG  # noqa: E402
 from mailer.content import load_content  # noqa: E402
 from mailer.models import Subscriber  # noqa: E402
-from mailer.render import Renderer, packaged_templates_dir  # noqa: E402
+from mailer.render import compile_campaign, packaged_templates_dir  # noqa: E402
 
 FIRST = ["Jane", "Zoë", "Mohammed", "Li", "María José", "O'Brien", "", "Anne-Marie", "Sung-min", "Tom & Jerry"]
 LAST = ["Doe", "Kim", "Nguyễn", "", "Smith", "García", "Park", "Müller", "Lee", "Khan"]
@@ -66,21 +66,21 @@ def main() -> None:
     subs = subscribers(args.subscribers)
 
     t0 = time.perf_counter()
-    renderer = Renderer(content, templates, EXAMPLE_CONFIG, b"bench-secret", list_name=content.template,
-                        campaign_key="bench", clock=clock)
+    campaign = compile_campaign(content, templates, EXAMPLE_CONFIG, b"bench-secret", list_name=content.template,
+                                campaign_key="bench", clock=clock)
     setup = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    messages = [renderer.render(s) for s in subs]
+    messages = [campaign.render(s) for s in subs]
     full = time.perf_counter() - t0
 
     # Jinja alone: the HTML template for each subscriber, nothing else.
     from mailer.tokens import make_token
 
-    contexts = [renderer._context(s, make_token(b"bench-secret", s.id, content.template, clock.now().date())) for s in subs]
+    contexts = [campaign._context(s, make_token(b"bench-secret", s.id, content.template, clock.now().date())) for s in subs]
     t0 = time.perf_counter()
     for ctx in contexts:
-        renderer._html.render(ctx)
+        campaign._html.render(ctx)
     jinja_html = time.perf_counter() - t0
 
     # The straightforward build, on a tenth of the subscribers (it is slow).

@@ -23,7 +23,8 @@ from mailer.errors import ConfigError, TemplateError
 from mailer.models import Subscriber
 from mailer.render import (
     TEMPLATE_FILES,
-    Renderer,
+    CompiledCampaign,
+    compile_campaign,
     markdown_to_text,
     packaged_templates_dir,
     resolve_templates,
@@ -44,12 +45,12 @@ def clock_at(*args) -> FakeClock:
     return FakeClock(datetime(*args, tzinfo=UTC))
 
 
-def renderer(content=None, *, config: Config = EXAMPLE_CONFIG, templates=None, list_name=None, clock=None, **kw) -> Renderer:
+def renderer(content=None, *, config: Config = EXAMPLE_CONFIG, templates=None, list_name=None, clock=None, **kw) -> CompiledCampaign:
     if content is None:
         content = load_content(EXAMPLES / "december-specials.md")
     elif isinstance(content, str):
         content = parse_content(content, "letter.md")
-    return Renderer(content, templates or TEMPLATES, config, SECRET, list_name=list_name or content.template,
+    return compile_campaign(content, templates or TEMPLATES, config, SECRET, list_name=list_name or content.template,
                     campaign_key=kw.pop("campaign_key", "campaign-1"), clock=clock or clock_at(2026, 11, 25, 15), **kw)
 
 
@@ -246,7 +247,7 @@ def test_an_undefined_variable_in_a_template_names_the_template_line():
     templates = dict(TEMPLATES)
     templates["news.txt.j2"] = templates["news.txt.j2"].replace("{{ intro_text }}", "{{ intro_text }}\n{{ practice.fax }}")
     line = templates["news.txt.j2"].splitlines().index("{{ practice.fax }}") + 1
-    with pytest.raises(TemplateError, match=rf"^news.txt.j2:{line}: 'mailer.render.PracticeView object' has no attribute 'fax'"):
+    with pytest.raises(TemplateError, match=rf"^news.txt.j2:{line}: 'mailer.render.views.PracticeView object' has no attribute 'fax'"):
         renderer("---\nsubject: Hi\n---\nHello\n", templates=templates)
 
 

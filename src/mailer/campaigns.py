@@ -20,7 +20,7 @@ from .config import Workspace
 from .content import Content, load_content, parse_content
 from .errors import ConfigError, InputError, MailerError, NotFound
 from .models import Campaign
-from .render import Renderer, resolve_templates
+from .render import CompiledCampaign, compile_campaign, resolve_templates
 from .send import AudienceLog, CampaignSender, Event, SendOptions, SendResult, StoreLog
 from .store import Store
 from .transport import DryRunTransport, SmtpTransport, Transport
@@ -167,15 +167,15 @@ def sender_address(ws: Workspace) -> str:
     return address
 
 
-def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> Renderer:
+def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> CompiledCampaign:
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
-    return Renderer(
+    return compile_campaign(
         content, json.loads(campaign.templates), ws.config, secret,
         list_name=campaign.list_name, campaign_key=campaign.key, clock=clock,
     )
 
 
-def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, renderer: Renderer | None = None) -> list[Check]:
+def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, renderer: CompiledCampaign | None = None) -> list[Check]:
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
     return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock, renderer)
 
@@ -207,7 +207,7 @@ class SendJob:
     transport: Transport | None = None
     notes: list[str] = field(default_factory=list)
     result: SendResult = field(default_factory=SendResult)
-    _renderer: Renderer | None = None  # built for the checks, used again to send
+    _renderer: CompiledCampaign | None = None  # built for the checks, used again to send
 
     @property
     def outbox(self) -> Path:

@@ -16,7 +16,7 @@ from .clock import Clock
 from .config import Config
 from .content import Content, format_date
 from .errors import MailerError
-from .render import Renderer, _zone, sample_subscriber
+from .render import CompiledCampaign, compile_campaign, message_zone, sample_subscriber
 from .tokens import verify_token
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML, footer included
@@ -78,11 +78,11 @@ def _flat(text: str) -> str:
 
 def run_checks(
     content: Content, templates: Mapping[str, str], config: Config, secret: bytes, clock: Clock,
-    renderer: Renderer | None = None,
+    compiled: CompiledCampaign | None = None,
 ) -> list[Check]:
     """Every pre-send check for content with these templates and settings, in a fixed order.
 
-    A send passes the Renderer it will use, so the templates are compiled once per run.
+    A send passes the CompiledCampaign it will use, so the templates are compiled once per run.
     """
     checks: list[Check] = []
 
@@ -118,7 +118,7 @@ def run_checks(
         add("error", "offers", "A specials message needs at least one offer under 'offers:' in the front matter.")
     if content.template == "news" and content.offers:
         add("warning", "offers", "The news template does not show offers; use template: specials to show them.")
-    today = clock.now().astimezone(_zone(config)).date()
+    today = clock.now().astimezone(message_zone(config)).date()
     for offer in content.offers:
         if offer.valid_until is None:
             continue
@@ -133,9 +133,9 @@ def run_checks(
 
     # -- render it, as a subscriber with a name and one without
     try:
-        if renderer is None:
-            renderer = Renderer(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
-        messages = [renderer.render(sample_subscriber(content.template, named=n)) for n in (True, False)]
+        if compiled is None:
+            compiled = compile_campaign(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
+        messages = [compiled.render(sample_subscriber(content.template, named=n)) for n in (True, False)]
     except MailerError as exc:
         add("error", "templates", exc.message + (f" ({exc.hint})" if exc.hint else ""))
         return checks

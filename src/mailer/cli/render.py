@@ -13,7 +13,7 @@ import typer
 from ..checks import run_checks
 from ..content import load_content
 from ..errors import ExitCode, MailerError, NotFound
-from ..render import Renderer, resolve_templates, sample_subscriber, templates_in_use
+from ..render import compile_campaign, resolve_templates, sample_subscriber, templates_in_use
 from ..tokens import verify_token
 from ..validate import InvalidValue, normalise_email
 from . import app, state, sub_app
@@ -56,11 +56,11 @@ def preview(
         subscriber = st.store().require(key)
     else:
         subscriber = sample_subscriber(list_name)
-    renderer = Renderer(
+    campaign = compile_campaign(
         parsed, resolve_templates(ws), ws.config, ws.secret(),
         list_name=list_name, campaign_key=f"preview:{content.name}", clock=st.clock,
     )
-    message = renderer.render(subscriber)
+    message = campaign.render(subscriber)
     data = {Format.html: message.html.encode("utf-8"), Format.text: message.text.encode("utf-8"), Format.eml: message.data}[fmt]
     out = st.output
     if output is None and not out.is_terminal:
