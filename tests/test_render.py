@@ -311,3 +311,40 @@ def test_a_missing_template_is_reported(tmp_path):
     templates = {k: v for k, v in TEMPLATES.items() if k != "news.html.j2"}
     with pytest.raises(TemplateError, match="there is no template news.html.j2"):
         renderer("---\nsubject: Hi\n---\nx\n", templates=templates)
+
+
+IDN = dataclasses.replace(
+    EXAMPLE_CONFIG,
+    sender=dataclasses.replace(EXAMPLE_CONFIG.sender, from_email="news@straße.example", reply_to="info@bücher.example"),
+    unsubscribe=UnsubscribeConfig(mailto="unsubscribe@straße.example", url="https://bücher.example/abmelden?liste=größe"),
+)
+
+
+def test_international_domains_are_idna_2008_a_labels_in_every_header():
+    # straße.example is xn--strae-oqa.example in IDNA 2008; IDNA 2003 would write strasse.example
+    m = renderer(config=IDN).render(dataclasses.replace(JANE, email="zoe@straße.example"))
+    lines_ok(m.data)
+    assert b"strasse" not in m.data and b"=?utf-8?q?b=C3=BCcher?=" not in m.data
+    msg = parse(m.data)
+    assert msg["From"].addresses[0].addr_spec == "news@xn--strae-oqa.example"
+    assert msg["Reply-To"].addresses[0].addr_spec == "info@xn--bcher-kva.example"
+    assert msg["To"].addresses[0].addr_spec == "zoe@xn--strae-oqa.example"
+    assert m.message_id.endswith("@xn--strae-oqa.example>")
+    assert msg["List-Id"] == "Closter Acupuncture specials <specials.xn--strae-oqa.example>"
+    links = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
+    assert {link.split("?")[0] for link in links} == {
+        "mailto:unsubscribe@xn--strae-oqa.example", "https://xn--bcher-kva.example/abmelden"}
+    assert any("liste=gr%C3%B6%C3%9Fe&token=" in link for link in links)
+    # the footer's link is the same one
+    assert "Unsubscribe: https://xn--bcher-kva.example/abmelden?liste=gr%C3%B6%C3%9Fe&token=" in m.text
+
+
+def test_an_international_reply_to_in_the_front_matter_is_an_a_label():
+    m = renderer("---\nsubject: Hi\nreply_to: info@bücher.example\n---\nHello\n").render(JANE)
+    assert "Reply-To: info@xn--bcher-kva.example\r\n" in m.data.decode("ascii")
+
+
+def test_a_non_ascii_sender_local_part_is_refused_naming_the_setting():
+    config = dataclasses.replace(EXAMPLE_CONFIG, sender=dataclasses.replace(EXAMPLE_CONFIG.sender, from_email="zoë@example.com"))
+    with pytest.raises(ConfigError, match=r"^\[sender\] from_email in mailer.toml 'zoë@example.com' has non-ASCII"):
+        renderer(config=config)

@@ -77,7 +77,7 @@ def test_a_trailing_newline_in_the_address_cannot_reach_a_header():
 def test_an_international_domain_is_sent_in_its_ascii_form():
     sub = dataclasses.replace(JANE, email="zoe@bücher.example")
     msg = parse(RENDERER.render(sub).data)
-    assert msg["To"].addresses[0].domain in ("xn--bcher-kva.example", "bücher.example")
+    assert msg["To"].addresses[0].domain == "xn--bcher-kva.example"
 
 
 def test_address_formatting_quotes_or_encodes():

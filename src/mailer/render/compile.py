@@ -34,6 +34,8 @@ from .mime import (
     CRLF,
     MESSAGE_ID,
     QuotedPrintable,
+    ascii_address,
+    ascii_url,
     check_uri,
     clean_name,
     folded,
@@ -59,12 +61,12 @@ class RenderedMessage:
 class _Sender:
     """Who the campaign is from and how to leave it: mailer.toml and front matter, checked."""
 
-    from_email: str
+    from_email: str  # domains here are IDNA 2008 A-labels
     from_name: str
-    domain: str  # of from_email, in ASCII: Message-ID and List-Id are on it
+    domain: str  # of from_email, lower case: Message-ID and List-Id are on it
     reply_to: str
     unsubscribe_mailto: str  # an address, without "mailto:"
-    unsubscribe_web: str  # an https URL, or ""
+    unsubscribe_web: str  # an https URL in ASCII, or ""
     id_key: str  # the campaign key hashed: Message-IDs and the MIME boundary come from it
     boundary: str
 
@@ -157,22 +159,29 @@ def _sender(content: Content, config: Config, campaign_key: str) -> _Sender:
             "[sender] from_email in mailer.toml is not set, so the message has no From address.",
             hint='Set it, e.g. from_email = "news@your-practice.com".',
         )
-    domain = from_email.rpartition("@")[2].strip().lower()
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        pass
+    # Every domain in IDNA 2008 (validate.ascii_domain), the encoder of To and RCPT TO too.
+    from_email = ascii_address(from_email, "[sender] from_email in mailer.toml")
+    domain = from_email.rpartition("@")[2].lower()
+    if content.reply_to:
+        reply_to = ascii_address(content.reply_to, f"reply_to in the front matter of {content.name}")
+    elif config.sender.reply_to:
+        reply_to = ascii_address(config.sender.reply_to, "[sender] reply_to in mailer.toml")
+    else:
+        reply_to = ""
     unsub = check_uri(config.unsubscribe.mailto or from_email, "[unsubscribe] mailto")
+    unsub = unsub[7:] if unsub.lower().startswith("mailto:") else unsub
+    unsub = ascii_address(unsub, "[unsubscribe] mailto in mailer.toml")
     web = check_uri(config.unsubscribe.url, "[unsubscribe] url")
     if web and not web.startswith("https://"):
         raise ConfigError(f"[unsubscribe] url must start with https://, not {web!r}.")
+    web = ascii_url(web, "[unsubscribe] url in mailer.toml")
     key = hashlib.sha256(campaign_key.encode("utf-8")).hexdigest()
     return _Sender(
         from_email=from_email,
         from_name=clean_name(content.from_name or config.sender.from_name or config.practice.name),
         domain=domain,
-        reply_to=content.reply_to or config.sender.reply_to,
-        unsubscribe_mailto=unsub[7:] if unsub.lower().startswith("mailto:") else unsub,
+        reply_to=reply_to,
+        unsubscribe_mailto=unsub,
         unsubscribe_web=web,
         id_key=key,
         # '=_' can never occur in quoted-printable text, so the boundary never collides.

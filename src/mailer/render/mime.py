@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import urllib.parse
 from datetime import UTC, tzinfo
 from email import policy
 from email.message import EmailMessage
@@ -126,3 +127,40 @@ def check_uri(value: str, what: str) -> str:
     if _CONTROL.search(value) or re.search(r"[\s<>\"]", value):
         raise ConfigError(f"{what} {value!r} contains spaces or characters a link cannot hold.")
     return value
+
+
+def ascii_address(addr: str, what: str) -> str:
+    """An address from the settings as headers and mailto: links carry it: the domain as an IDNA 2008 A-label.
+
+    The same encoder as the To header and RCPT TO (`validate.ascii_domain`), so that
+    `straße.example` is `xn--strae-oqa.example` everywhere. ConfigError naming `what`
+    (the setting) when the address cannot be written in ASCII.
+    """
+    local, at, domain = addr.strip().rpartition("@")
+    if not at or not local or not domain:
+        raise ConfigError(f"{what} {addr!r} is not an email address.")
+    if not local.isascii():
+        raise ConfigError(
+            f"{what} {addr!r} has non-ASCII characters before the @, which most mail servers refuse; use an ASCII address."
+        )
+    try:
+        return f"{local}@{ascii_domain(domain)}"
+    except InvalidValue as exc:
+        raise ConfigError(f"{what} ({addr!r}) cannot be used. {exc}") from None
+
+
+def ascii_url(url: str, what: str) -> str:
+    """An https link from the settings in ASCII: its host as an IDNA 2008 A-label, other non-ASCII percent-encoded."""
+    if url.isascii():
+        return url
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    host, colon, port = hostport.partition(":")
+    try:
+        host = ascii_domain(host)
+    except InvalidValue as exc:
+        raise ConfigError(f"{what} ({url!r}) cannot be used. {exc}") from None
+    safe = "".join(chr(c) for c in range(0x21, 0x7F))  # leave ASCII as written, encode the rest
+    netloc = urllib.parse.quote(userinfo, safe=safe) + at + host + colon + port
+    rest = urllib.parse.quote(urllib.parse.urlunsplit(("", "", parts.path, parts.query, parts.fragment)), safe=safe)
+    return f"{parts.scheme}://{netloc}{rest}"
