@@ -16,7 +16,7 @@ from .clock import Clock
 from .config import Config
 from .content import Content, format_date
 from .errors import MailerError
-from .render import CompiledCampaign, compile_campaign, message_zone, sample_subscriber
+from .render import SANDBOX_RULES, CompiledCampaign, compile_campaign, message_zone, sample_subscriber
 from .tokens import verify_token
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML, footer included
@@ -132,6 +132,7 @@ def run_checks(
         add("warning", "personalisation", 'The body uses {{ first_name }} without a default; people without a name will read "Hi ,". Write {{ first_name | default("there") }}.')
 
     # -- render it, as a subscriber with a name and one without
+    add("pass", "sandbox", SANDBOX_RULES)
     try:
         if compiled is None:
             compiled = compile_campaign(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from .compile import CompiledCampaign, RenderedMessage, compile_campaign
 from .markdown import markdown_to_text
+from .environment import SANDBOX_RULES
 from .mime import format_address, message_zone
 from .templates import TEMPLATE_FILES, packaged_templates_dir, resolve_templates, templates_in_use
 from .views import sample_subscriber
@@ -26,6 +27,7 @@ __all__ = [
     "TEMPLATE_FILES",
     "CompiledCampaign",
     "RenderedMessage",
+    "SANDBOX_RULES",
     "compile_campaign",
     "format_address",
     "markdown_to_text",

@@ -24,11 +24,11 @@ import jinja2
 from ..clock import Clock
 from ..config import Config
 from ..content import Content
-from ..errors import ConfigError, TemplateError
+from ..errors import ConfigError, MailerError, TemplateError
 from ..models import Subscriber
 from ..tokens import make_token
 from .css import inline_css, stylesheet
-from .environment import across_sections, error_line, make_environment, sentence
+from .environment import across_sections, error_place, make_environment, sentence
 from .markdown import Piece, markdown_html, markdown_text, split_sections
 from .mime import (
     CRLF,
@@ -342,6 +342,7 @@ class CompiledCampaign:
         self._campaign = context
         self.headers = headers
         self._qp = QuotedPrintable()
+        self._places = self._error_places()
 
     @property
     def from_name(self) -> str:
@@ -384,6 +385,23 @@ class CompiledCampaign:
         )
         return ctx
 
+    def _error_places(self) -> dict[str, Callable[[int], str]]:
+        """Every template name Jinja may put in a traceback, and how to show its lines to the author."""
+        name = self.content.name
+        places: dict[str, Callable[[int], str]] = {}
+        for template in self._sources.env.list_templates():
+            places[template] = lambda n, t=template: f"{t}:{n}"
+        for raw, (_source, first) in self._sources.body.items():
+            places[raw] = lambda n, first=first: f"{name}:{first + n - 1}"
+        # The body as Markdown made it: its lines are not the author's, its piece's start is.
+        for i, piece in enumerate(self._sources.pieces):
+            for kind, first in (("title", piece.title_line), ("body", piece.line)):
+                for ext in ("html", "txt"):
+                    places[f"#body/{i}/{kind}.{ext}"] = lambda n, first=first: f"{name}:{first}"
+        for ext in ("html", "txt"):
+            places[f"#body/all.{ext}"] = lambda n: f"{name}:{self.content.body_line}"
+        return places
+
     def probe(self, sub: Subscriber) -> None:
         """Render the sources as written for sub; a TemplateError names the file and line."""
         ctx = self._context(sub, make_token(self.secret, 0, self.list_name, date(2000, 1, 1)))
@@ -391,29 +409,33 @@ class CompiledCampaign:
         for name, (_source, line) in sources.body.items():
             try:
                 sources.body_env.get_template(name).render(ctx)
-            except jinja2.TemplateError as exc:
-                found = error_line(exc, [name])
-                at = line + found[1] - 1 if found else line
-                raise self._template_error(f"{self.content.name}:{at}", exc) from None
+            except Exception as exc:  # a letter is code: any exception is the author's to fix
+                raise self._template_error(exc, f"{self.content.name}:{line}") from None
         for template in (sources.html, sources.text):
             try:
                 template.render(ctx)
-            except jinja2.TemplateError as exc:
-                found = error_line(exc, sources.env.loader.list_templates())  # type: ignore[union-attr]
-                where = f"{found[0]}:{found[1]}" if found else template.name
-                raise self._template_error(where, exc) from None
+            except Exception as exc:
+                raise self._template_error(exc, template.name or self.content.name) from None
 
-    def _template_error(self, where: str, exc: jinja2.TemplateError) -> TemplateError:
-        message = sentence(str(exc.message if getattr(exc, "message", None) else exc))
-        if isinstance(exc, jinja2.TemplateNotFound):
-            message = f"there is no template {exc.name!r} to include here (content files cannot include templates)"
+    def _template_error(self, exc: Exception, fallback: str) -> TemplateError:
+        if isinstance(exc, MailerError):
+            return exc  # type: ignore[return-value]
+        where = error_place(exc, self._places) or fallback
         hint = None
-        if isinstance(exc, jinja2.UndefinedError):
-            hint = (
-                "Subscriber fields are first_name, last_name and email; practice details are "
-                "practice.name, practice.address, practice.phone, practice.booking_url. "
-                'For a field that may be empty write {{ first_name | default("there") }}.'
-            )
+        if isinstance(exc, jinja2.TemplateNotFound):
+            message = f"there is no template {exc.name!r} to include here"
+        elif isinstance(exc, RecursionError):
+            message = "the template includes or calls itself without end"
+        elif isinstance(exc, jinja2.TemplateError):
+            message = sentence(str(exc.message if getattr(exc, "message", None) else exc))
+            if isinstance(exc, jinja2.UndefinedError) and not isinstance(exc, jinja2.exceptions.SecurityError):
+                hint = (
+                    "Subscriber fields are first_name, last_name and email; practice details are "
+                    "practice.name, practice.address, practice.phone, practice.booking_url. "
+                    'For a field that may be empty write {{ first_name | default("there") }}.'
+                )
+        else:
+            message = sentence(str(exc)) or type(exc).__name__
         return TemplateError(f"{where}: {message}.", hint=hint)
 
     def render(self, subscriber: Subscriber) -> RenderedMessage:
@@ -425,7 +447,7 @@ class CompiledCampaign:
         try:
             html = self._html.render(ctx)
             text = self._text.render(ctx)
-        except jinja2.TemplateError:
+        except Exception:
             self.probe(subscriber)  # names file:line of the sources as written
             raise TemplateError(f"{self.content.name}: cannot render for {subscriber.email}.") from None
         text = _tidy_text(text)

@@ -1,4 +1,11 @@
-"""The Jinja side of rendering: the environment, its loader and filters, and error locations.
+"""The Jinja side of rendering: the sandbox, its loader and filters, and error locations.
+
+Content files and templates are code we run, and they may come from a colleague or a
+download, while the SMTP password sits in the environment. So every template runs in
+Jinja's immutable sandbox, with nothing in it but the values we hand over: no name
+starting with `_` (no `__class__`, `__globals__`, `__subclasses__`), no change to a list
+or dict, no Python function but `range` and `namespace`. A refused construct stops the
+render with a SecurityError, which becomes a TemplateError naming file:line.
 
 Also the tag protector: Markdown and the CSS inliner must not see `{{ }}` and `{% %}`.
 """
@@ -7,9 +14,34 @@ from __future__ import annotations
 
 import re
 import secrets
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import jinja2
+from jinja2.runtime import Namespace
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+SANDBOX_RULES = (
+    "Letters and templates run in a sandbox: names that start with _ (such as __class__ or "
+    "__globals__), changing a list or dict, Python functions other than range() and namespace(), "
+    "and {% include %}, {% import %} or {% extends %} in a letter are refused."
+)
+
+# Template fields of the view classes (views.py registers them): a template reads these
+# many times per message, so the sandbox looks them up in a set instead of checking each.
+VIEW_FIELDS: dict[type, frozenset[str]] = {}
+
+_MAX_ITEMS = 100_000  # the sandbox's own bound for range(), used for * too
+_MAX_BITS = 100_000  # a number of 30,000 digits is enough for any letter
+
+
+def _range(*args: int) -> range:
+    """range() with the sandbox's bound, refused in our words."""
+    numbers = range(*args)
+    if len(numbers) > _MAX_ITEMS:
+        raise jinja2.exceptions.SecurityError(
+            f"a range of more than {_MAX_ITEMS:,} numbers is not allowed in letters and templates"
+        )
+    return numbers
 
 from ..errors import TemplateError
 
@@ -39,9 +71,45 @@ class SourceLoader(jinja2.BaseLoader):
         return sorted(self.sources)
 
 
+class Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, refusing at once (not with a silent Undefined) and fast on our views."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        fields = VIEW_FIELDS.get(type(obj))
+        if fields is not None and attribute in fields:
+            return getattr(obj, attribute)
+        if attribute.startswith("_"):  # refused whether or not it exists
+            return self.unsafe_undefined(obj, attribute)
+        if fields is not None:
+            return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        # Jinja returns an Undefined that fails only when printed, so `| default` or
+        # `is defined` would quietly swallow an attempt; we stop it where it stands.
+        raise jinja2.exceptions.SecurityError(
+            f"{attribute!r} is not allowed in letters and templates (they run in a sandbox that "
+            "refuses names starting with _ and anything that changes a list or dict)"
+        )
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        # 'x' * 10**9 or 9**9**9 would take the memory or the processor of a whole send.
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and left.bit_length() * abs(right) > _MAX_BITS:
+            raise jinja2.exceptions.SecurityError("a number that large is not allowed in letters and templates")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > _MAX_ITEMS:
+                    raise jinja2.exceptions.SecurityError(
+                        f"text or a list repeated to more than {_MAX_ITEMS:,} characters or items is not allowed in letters and templates"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+
 def make_environment(sources: Mapping[str, str]) -> jinja2.Environment:
-    """A Jinja environment over these sources: strict about undefined names, HTML autoescaped."""
-    env = jinja2.Environment(
+    """A sandboxed Jinja environment over these sources: strict about undefined names, HTML autoescaped."""
+    env = Sandbox(
         loader=SourceLoader(sources),
         undefined=jinja2.StrictUndefined,
         autoescape=lambda name: bool(name) and (name.endswith(".html.j2") or name.endswith(".html")),
@@ -52,6 +120,9 @@ def make_environment(sources: Mapping[str, str]) -> jinja2.Environment:
         cache_size=-1,
     )
     env.filters["default"] = env.filters["d"] = _default
+    # Only what a letter needs: lipsum, cycler, joiner and dict go (each a way into Python).
+    env.globals.clear()
+    env.globals.update(range=_range, namespace=Namespace)
     return env
 
 
@@ -65,15 +136,18 @@ def across_sections(exc: jinja2.TemplateSyntaxError) -> bool:
     return any(s in (exc.message or "") for s in ("Unexpected end of template", "Encountered unknown tag"))
 
 
-def error_line(exc: BaseException, names: Iterable[str]) -> tuple[str, int] | None:
-    """The template name and line Jinja was at when exc was raised (the innermost one)."""
-    names = set(names)
+def error_place(exc: BaseException, places: Mapping[str, Callable[[int], str]]) -> str | None:
+    """Where exc was raised, as the author's `file:line`: the innermost template frame that places knows.
+
+    places maps a template name (the file name Jinja gives its frames) to a function from
+    that template's line to the place to show, e.g. the content file and its real line.
+    """
     found = None
     tb = exc.__traceback__
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename in names:
-            found = (filename, tb.tb_lineno)
+        place = places.get(tb.tb_frame.f_code.co_filename)
+        if place is not None:
+            found = place(tb.tb_lineno)
         tb = tb.tb_next
     return found
 

@@ -14,6 +14,7 @@ from ..config import Config
 from ..content import Offer, format_date
 from ..models import Subscriber
 from .css import inline_fragment
+from .environment import VIEW_FIELDS
 from .markdown import MD
 
 
@@ -101,18 +102,22 @@ def fast_render(template: jinja2.Template, context: dict) -> str:
 
 
 class Lazy:
-    """A piece of the body rendered for this subscriber only when a template prints it."""
+    """A piece of the body rendered for this subscriber only when a template prints it.
 
-    __slots__ = ("template", "context", "_value")
+    Its parts start with _ so that the sandbox keeps templates away from them: the
+    template object would lead to its environment.
+    """
+
+    __slots__ = ("_template", "_context", "_value")
 
     def __init__(self, template: jinja2.Template, context: dict):
-        self.template = template
-        self.context = context
+        self._template = template
+        self._context = context
         self._value: str | None = None
 
     def _render(self) -> str:
         if self._value is None:
-            self._value = fast_render(self.template, self.context)
+            self._value = fast_render(self._template, self._context)
         return self._value
 
     def __html__(self) -> str:
@@ -145,6 +150,11 @@ class SectionView:
         self.title = Lazy(parts.title_text, context)
         self.html = Lazy(parts.html, context)
         self.text = Lazy(parts.text, context)
+
+
+for _view in (PracticeView, OfferView, SectionView):
+    VIEW_FIELDS[_view] = frozenset(getattr(_view, "__dataclass_fields__", None) or _view.__slots__)
+VIEW_FIELDS[Lazy] = frozenset()
 
 
 def sample_subscriber(list_name: str = "news", *, named: bool = True) -> Subscriber:
