@@ -263,7 +263,18 @@ def _prepare(content: Content, templates: Mapping[str, str], pieces: list[Piece]
             css=css,
         )
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{exc.name or content.name}:{exc.lineno}: {sentence(exc.message)}.") from None
+        # Only Markdown can have made this error (the sources as written parsed): name the author's file.
+        where = f"{exc.name}:{exc.lineno}" if exc.name in templates else f"{content.name}:{_body_line(exc.name or '', content, pieces)}"
+        raise TemplateError(f"{where}: {sentence(exc.message)}.") from None
+
+
+def _body_line(name: str, content: Content, pieces: list[Piece]) -> int:
+    """Where in the content file a body template made by Markdown ("#body/<i>/<title|body>.<ext>") starts."""
+    parts = name.split("/")
+    if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) < len(pieces):
+        piece = pieces[int(parts[1])]
+        return piece.title_line if parts[2].startswith("title") else piece.line
+    return content.body_line
 
 
 def _campaign_context(content: Content, config: Config, prepared: _Prepared, list_name: str, from_name: str) -> dict:
@@ -394,12 +405,10 @@ class CompiledCampaign:
         for raw, (_source, first) in self._sources.body.items():
             places[raw] = lambda n, first=first: f"{name}:{first + n - 1}"
         # The body as Markdown made it: its lines are not the author's, its piece's start is.
-        for i, piece in enumerate(self._sources.pieces):
-            for kind, first in (("title", piece.title_line), ("body", piece.line)):
-                for ext in ("html", "txt"):
-                    places[f"#body/{i}/{kind}.{ext}"] = lambda n, first=first: f"{name}:{first}"
-        for ext in ("html", "txt"):
-            places[f"#body/all.{ext}"] = lambda n: f"{name}:{self.content.body_line}"
+        for body in self._prepared.env.list_templates():
+            if body.startswith("#body/"):
+                first = _body_line(body, self.content, self._sources.pieces)
+                places[body] = lambda n, first=first: f"{name}:{first}"
         return places
 
     def probe(self, sub: Subscriber) -> None:
@@ -428,15 +437,11 @@ class CompiledCampaign:
             message = "the template includes or calls itself without end"
         elif isinstance(exc, jinja2.TemplateError):
             message = sentence(str(exc.message if getattr(exc, "message", None) else exc))
-            if isinstance(exc, jinja2.UndefinedError) and not isinstance(exc, jinja2.exceptions.SecurityError):
-                hint = (
-                    "Subscriber fields are first_name, last_name and email; practice details are "
-                    "practice.name, practice.address, practice.phone, practice.booking_url. "
-                    'For a field that may be empty write {{ first_name | default("there") }}.'
-                )
+            if isinstance(exc, jinja2.UndefinedError):
+                hint = 'For a field that may be empty write {{ first_name | default("there") }}.'
         else:
             message = sentence(str(exc)) or type(exc).__name__
-        return TemplateError(f"{where}: {message}.", hint=hint)
+        return TemplateError(f"{where}: {message}" + ("" if message.endswith("?") else "."), hint=hint)
 
     def render(self, subscriber: Subscriber) -> RenderedMessage:
         """The finished message for one subscriber (Date from the clock, a repeatable Message-ID)."""

@@ -12,9 +12,11 @@ Also the tag protector: Markdown and the CSS inliner must not see `{{ }}` and `{
 
 from __future__ import annotations
 
+import difflib
 import re
 import secrets
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 import jinja2
 from jinja2.runtime import Namespace
@@ -26,9 +28,72 @@ SANDBOX_RULES = (
     "and {% include %}, {% import %} or {% extends %} in a letter are refused."
 )
 
-# Template fields of the view classes (views.py registers them): a template reads these
-# many times per message, so the sandbox looks them up in a set instead of checking each.
-VIEW_FIELDS: dict[type, frozenset[str]] = {}
+# Every name a template or letter can use (compile.py builds the context from exactly these).
+TEMPLATE_VARIABLES = (
+    "first_name", "last_name", "full_name", "email", "subject", "preheader", "practice", "offers",
+    "booking_url", "unsubscribe_url", "unsubscribe_mailto", "unsubscribe_web", "body_html", "body_text",
+    "intro_html", "intro_text", "sections", "list_name", "sender_name", "template", "range", "namespace",
+)
+_JINJA_HELPERS = ("lipsum", "cycler", "joiner", "dict")  # Jinja's usual globals, left out on purpose
+
+
+@dataclass(frozen=True)
+class View:
+    """A class whose objects templates see (practice, an offer, a section), as views.py registers it."""
+
+    label: str  # what the author calls it: "practice", "offer"
+    fields: tuple[str, ...]  # in the order to list them
+    field_set: frozenset[str]
+
+
+# A template reads view fields many times per message, so the sandbox looks them up in a
+# set instead of running its checks on each: that is most of what the sandbox would cost.
+VIEWS: dict[type, View] = {}
+
+
+def register_view(cls: type, label: str, fields: tuple[str, ...]) -> None:
+    """Let templates read these fields (and nothing else) of cls's objects, called label in messages."""
+    VIEWS[cls] = View(label, fields, frozenset(fields))
+
+
+def _did_you_mean(name: Any, candidates: Iterable[str]) -> str:
+    name, candidates = str(name), list(candidates)
+    # A name that starts like a field ("phone_numbr", "booking") means that field more
+    # often than one that merely shares letters ("phone_uri").
+    related = [c for c in candidates if len(name) >= 3 and (name.startswith(c) or c.startswith(name))]
+    if related:
+        close = [max(related, key=lambda c: difflib.SequenceMatcher(None, name, c).ratio())]
+    else:
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Undefined(jinja2.StrictUndefined):
+    """StrictUndefined that says, in the author's words, what there is instead."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        obj, name = self._undefined_obj, self._undefined_name
+        if obj is jinja2.utils.missing:
+            if name in _JINJA_HELPERS:
+                return (f"there is no variable {name!r}: Jinja's {', '.join(_JINJA_HELPERS)} "
+                        "are not available in letters and templates")
+            return (f"there is no variable {name!r}; the variables are {', '.join(TEMPLATE_VARIABLES)}"
+                    + _did_you_mean(name, TEMPLATE_VARIABLES))
+        view = VIEWS.get(type(obj))
+        if view is not None and not view.fields:
+            return f"{view.label} is text and has no field {name!r}"
+        if view is not None:
+            return (f"{view.label} has no field {name!r}; its fields are {', '.join(view.fields)}"
+                    + _did_you_mean(name, view.fields))
+        kind = "text" if isinstance(obj, str) else "a number" if isinstance(obj, (int, float)) else f"a {type(obj).__name__}"
+        if not isinstance(name, str):
+            return f"{kind} has no item {name!r}"
+        return f"{kind} has no field {name!r}"
 
 _MAX_ITEMS = 100_000  # the sandbox's own bound for range(), used for * too
 _MAX_BITS = 100_000  # a number of 30,000 digits is enough for any letter
@@ -51,7 +116,11 @@ JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
     # An empty first name is as good as none: {{ first_name | default("there") }} should
     # greet "there", not "", for the many subscribers who never gave a name.
-    if isinstance(value, jinja2.Undefined) or value is None or value == "" or (boolean and not value):
+    if isinstance(value, jinja2.Undefined):
+        # Every name we offer is always defined, so an undefined one is a typo
+        # ({{ frist_name | default("there") }}): say so rather than greet everyone "there".
+        value._fail_with_undefined_error()
+    if value is None or value == "" or (boolean and not value):
         return default_value
     return value
 
@@ -77,12 +146,12 @@ class Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**"])
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        fields = VIEW_FIELDS.get(type(obj))
-        if fields is not None and attribute in fields:
+        view = VIEWS.get(type(obj))
+        if view is not None and attribute in view.field_set:
             return getattr(obj, attribute)
         if attribute.startswith("_"):  # refused whether or not it exists
             return self.unsafe_undefined(obj, attribute)
-        if fields is not None:
+        if view is not None:
             return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
@@ -111,7 +180,7 @@ def make_environment(sources: Mapping[str, str]) -> jinja2.Environment:
     """A sandboxed Jinja environment over these sources: strict about undefined names, HTML autoescaped."""
     env = Sandbox(
         loader=SourceLoader(sources),
-        undefined=jinja2.StrictUndefined,
+        undefined=Undefined,
         autoescape=lambda name: bool(name) and (name.endswith(".html.j2") or name.endswith(".html")),
         trim_blocks=True,
         lstrip_blocks=True,

@@ -14,7 +14,7 @@ from ..config import Config
 from ..content import Offer, format_date
 from ..models import Subscriber
 from .css import inline_fragment
-from .environment import VIEW_FIELDS
+from .environment import register_view
 from .markdown import MD
 
 
@@ -152,9 +152,10 @@ class SectionView:
         self.text = Lazy(parts.text, context)
 
 
-for _view in (PracticeView, OfferView, SectionView):
-    VIEW_FIELDS[_view] = frozenset(getattr(_view, "__dataclass_fields__", None) or _view.__slots__)
-VIEW_FIELDS[Lazy] = frozenset()
+register_view(PracticeView, "practice", tuple(PracticeView.__dataclass_fields__))
+register_view(OfferView, "offer", tuple(OfferView.__dataclass_fields__))
+register_view(SectionView, "section", ("title", "title_html", "text", "html"))
+register_view(Lazy, "this part of the letter", ())
 
 
 def sample_subscriber(list_name: str = "news", *, named: bool = True) -> Subscriber:
