@@ -116,9 +116,10 @@ def test_with_an_https_endpoint_there_is_one_click_unsubscribe_too():
     m = renderer(config=config).render(JANE)
     msg = parse(m.data)
     links = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
-    assert links[0].startswith("mailto:unsubscribe@closter-acupuncture.example?subject=unsubscribe%20")
-    assert links[1].startswith("https://closter-acupuncture.example/unsubscribe?token=")
-    token = links[1].split("token=")[1]
+    # the https link first: mail programs use the leftmost one they support (RFC 2369)
+    assert links[0].startswith("https://closter-acupuncture.example/unsubscribe?token=")
+    assert links[1].startswith("mailto:unsubscribe@closter-acupuncture.example?subject=unsubscribe%20")
+    token = links[0].split("token=")[1]
     assert verify_token(SECRET, token).subscriber_id == 7
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert f'href="https://closter-acupuncture.example/unsubscribe?token={token}"' in m.html

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import date
-from email.headerregistry import Address
 from typing import Callable, Mapping
 
 import jinja2
@@ -38,12 +38,18 @@ from .mime import (
     ascii_url,
     check_uri,
     clean_name,
-    folded,
+    fold,
     format_address,
     header_addr,
+    header_line,
     message_zone,
+    phrase,
+    unstructured,
 )
 from .views import Lazy, SectionTemplates, SectionView, offer_view, practice_view, sample_subscriber
+
+
+_MAX_URL = 800  # with "?token=..." and "List-Unsubscribe: <...>," still under 998 octets a line
 
 
 @dataclass(frozen=True)
@@ -175,6 +181,11 @@ def _sender(content: Content, config: Config, campaign_key: str) -> _Sender:
     if web and not web.startswith("https://"):
         raise ConfigError(f"[unsubscribe] url must start with https://, not {web!r}.")
     web = ascii_url(web, "[unsubscribe] url in mailer.toml")
+    if len(web) > _MAX_URL:
+        raise ConfigError(
+            f"[unsubscribe] url in mailer.toml is {len(web)} characters long; at most {_MAX_URL} fit in the "
+            "List-Unsubscribe header (a line of a mail header cannot be cut inside a link)."
+        )
     key = hashlib.sha256(campaign_key.encode("utf-8")).hexdigest()
     return _Sender(
         from_email=from_email,
@@ -295,28 +306,28 @@ def _campaign_context(content: Content, config: Config, prepared: _Prepared, lis
 
 
 def _fixed_headers(content: Content, config: Config, sender: _Sender, list_name: str) -> _Headers:
-    try:
-        before_to = [("From", Address(display_name=sender.from_name, addr_spec=sender.from_email))]
-        after_to = []
-        if sender.reply_to:
-            after_to.append(("Reply-To", Address(addr_spec=sender.reply_to)))
-        after_to.append(("Subject", content.subject))
-        list_label = f"{config.practice.name or sender.from_name} {list_name}".strip()
-        list_id = folded([("List-Id", f"{list_label} <{list_name}.{sender.domain}>")])
-        head_a, head_b = folded(before_to), folded(after_to)
-    except (ValueError, TypeError, IndexError) as exc:
-        raise ConfigError(f"The sender address {sender.from_email!r} cannot be used in a From header ({exc}).") from None
+    from_ = phrase(sender.from_name) + [("text", f"<{sender.from_email}>")] if sender.from_name else [("text", sender.from_email)]
+    head_a = header_line("From", from_)
+    head_b = b""
+    if sender.reply_to:
+        head_b += header_line("Reply-To", [("text", sender.reply_to)])
+    head_b += header_line("Subject", unstructured(content.subject))
+    # RFC 2919: the label is a phrase, the id a dot-atom on a domain of ours.
+    list_label = clean_name(f"{config.practice.name or sender.from_name} {list_name}")
+    list_id = re.sub(r"[^A-Za-z0-9_-]+", "-", list_name).strip("-").lower() or "list"
+    list_id_line = header_line("List-Id", phrase(list_label) + [("text", f"<{list_id}.{sender.domain}>")])
     tail = b""
     if sender.unsubscribe_web:
         tail += b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" + CRLF
     tail += b"MIME-Version: 1.0" + CRLF
-    tail += f'Content-Type: multipart/alternative; boundary="{sender.boundary}"'.encode("ascii") + CRLF + CRLF
+    # folded: with the boundary the line would be 79 characters
+    tail += b"Content-Type: multipart/alternative;" + CRLF + f' boundary="{sender.boundary}"'.encode("ascii") + CRLF + CRLF
     delimiter = b"--" + sender.boundary.encode("ascii")
     part = b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF
     return _Headers(
         before_to=head_a,
         after_to=head_b,
-        list_id=list_id,
+        list_id=list_id_line,
         tail=tail,
         text_head=delimiter + CRLF + b'Content-Type: text/plain; charset="utf-8"' + CRLF + part,
         html_head=CRLF + delimiter + CRLF + b'Content-Type: text/html; charset="utf-8"' + CRLF + part,
@@ -460,7 +471,8 @@ class CompiledCampaign:
         if not MESSAGE_ID.match(message_id):
             raise TemplateError(f"The Message-ID {message_id!r} is not of the form <something@domain>.")
         mailto, web = self.unsubscribe_links(token)
-        unsubscribe = f"<{mailto}>" + (f",\r\n <{web}>" if web else "")
+        # The https link first: mail programs use the leftmost one they support (RFC 2369).
+        links = [("text", f"<{web}>,"), ("text", f"<{mailto}>")] if web else [("text", f"<{mailto}>")]
         h = self.headers
         data = b"".join(
             (
@@ -470,7 +482,7 @@ class CompiledCampaign:
                 b"Date: ", email.utils.format_datetime(now).encode("ascii"), CRLF,
                 b"Message-ID: ", message_id.encode("ascii"), CRLF,
                 h.list_id,
-                b"List-Unsubscribe: ", unsubscribe.encode("ascii"), CRLF,
+                fold("List-Unsubscribe", links).encode("ascii"), CRLF,
                 h.tail,
                 h.text_head, self._qp(text),
                 h.html_head, self._qp(html),
