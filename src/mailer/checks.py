@@ -21,6 +21,7 @@ from .tokens import verify_token
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML, footer included
 SUBJECT_MAX = 60  # longer subjects are cut short on phones
+HEADER_LINE_MAX = 78  # RFC 5322 2.1.1 (998 is the hard limit)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,12 @@ def run_checks(
 
     # -- settings the law and the message need
     p = config.practice
-    if p.address.strip():
+    if p.address.strip() and looks_like_postal_address(p.address):
         add("pass", "postal address", f"[practice] address is {p.address!r}.")
+    elif p.address.strip():
+        add("error", "postal address", f"[practice] address in mailer.toml is {p.address!r}, which does not look like a postal "
+            "address; the law (CAN-SPAM) requires one in every message: a street and number or a PO box, and a ZIP or "
+            'postcode, e.g. "1 Example Street, Closter, NJ 07624".')
     else:
         add("error", "postal address", "[practice] address in mailer.toml is empty; the law (CAN-SPAM) requires a postal address in every message.")
     if p.name.strip():
@@ -106,6 +111,10 @@ def run_checks(
 
     # -- the content's own fields
     add("pass", "subject", f"Subject: {content.subject}")
+    reply = _REPLY_PREFIX.match(content.subject)
+    if reply:
+        add("error", "subject", f"The subject starts with {reply.group(0).strip()!r}, as a reply or a forward does; a letter "
+            "to the list is neither, and the law (CAN-SPAM) forbids a misleading subject. Remove it.")
     if len(content.subject) > SUBJECT_MAX:
         add("warning", "subject length", f"The subject is {len(content.subject)} characters; phones show about {SUBJECT_MAX}, so put the news first.")
     else:
@@ -164,18 +173,19 @@ def run_checks(
 
     # -- links, images, scripts, size
     bad = [h for h in page.links if not h.startswith(("https://", "mailto:", "tel:"))]
-    plain_http = [h for h in bad if h.startswith("http://")]
-    broken = [h for h in bad if not h.startswith("http://")]
+    plain_http = [h for h in bad if h.lower().startswith("http://")]
+    broken = [h for h in bad if not h.lower().startswith("http://")]
     if plain_http:
-        add("warning", "links", f"{len(plain_http)} link(s) use http:, not https: (first: {plain_http[0]}).")
+        add("error", "links", f"{len(plain_http)} link(s) use http:, not https: (first: {plain_http[0]}); mail programs "
+            "and spam filters distrust unencrypted links. Write https://.")
     if broken:
         add("error", "links", f"{len(broken)} link(s) cannot work in an email (first: {broken[0] or 'an empty link'}); links must start with https://.")
     if not bad:
         add("pass", "links", f"All {len(page.links)} links use https:, mailto: or tel:.")
     srcs = [i.get("src") or "" for i in page.images]
     if any(not s.startswith("https://") for s in srcs):
-        add("error" if any(not s.startswith(("https://", "http://")) for s in srcs) else "warning",
-            "images", "Images must be loaded from an https:// address (first: " + next(s for s in srcs if not s.startswith("https://")) + ").")
+        add("error", "images", "Images must be loaded from an https:// address (first: "
+            + next(s for s in srcs if not s.startswith("https://")) + ").")
     no_alt = [i.get("src") or "" for i in page.images if not (i.get("alt") or "").strip()]
     if no_alt:
         add("warning", "image alt text", f"{len(no_alt)} image(s) have no alt text, which is all many readers see (first: {no_alt[0]}); write ![what it shows](url).")
@@ -183,6 +193,7 @@ def run_checks(
         add("pass", "image alt text", f"Every image ({len(page.images)}) has alt text.")
     if page.scripts:
         add("error", "no scripts", f"The HTML holds {page.scripts[0]}; email programs block scripts and spam filters punish them.")
+    _header_lines(message.data, add)
     size = max(len(m.html.encode("utf-8")) for m in messages)
     kb = f"{size / 1024:.0f} KB"
     if size > GMAIL_CLIP_BYTES:
@@ -192,6 +203,71 @@ def run_checks(
     else:
         add("pass", "size", f"The HTML is {kb} (Gmail clips above 102 KB); the whole message is {len(message.data) / 1024:.0f} KB.")
     return checks
+
+
+def _header_lines(data: bytes, add) -> None:
+    """RFC 5322 asks for header lines of at most 78 characters (998 at most): say which are longer."""
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").split("\r\n")
+    name = ""
+    long_lines, unbreakable = [], []
+    for line in lines:
+        if not line.startswith((" ", "\t")):
+            name = line.split(":", 1)[0]
+        if len(line) <= HEADER_LINE_MAX:
+            continue
+        # A link or an address in <...> cannot be folded: it may be longer (up to 998).
+        if _ONE_TOKEN.fullmatch(line) and len(line.encode("utf-8")) <= 998:
+            unbreakable.append(name)
+        else:
+            long_lines.append((name, len(line)))
+    if long_lines:
+        name, length = long_lines[0]
+        add("warning", "header lines", f"The {name} header has a line of {length} characters; mail programs expect at most "
+            f"{HEADER_LINE_MAX} (RFC 5322).")
+    else:
+        extra = f", except {', '.join(sorted(set(unbreakable)))}, whose links cannot be folded" if unbreakable else ""
+        add("pass", "header lines", f"Every header line is at most {HEADER_LINE_MAX} characters{extra}.")
+
+
+# A reply or forward marker in English, German, French, Spanish, Portuguese, Italian,
+# Dutch, the Nordic languages, Polish and Turkish: "Re:", "RE :", "Fwd:", "AW:", "TR:", "Re[2]:".
+_REPLY_PREFIX = re.compile(
+    r"^\s*(?:re|fwd?|aw|wg|tr|rv|res|enc|rif|sv|vs|vb|antw|doorst|odp|pd|ynt)\s*(?:\[\d+\]|\(\d+\))?\s*:",
+    re.IGNORECASE,
+)
+_ONE_TOKEN = re.compile(r"(?:[!-9;-~]+:)? ?<[^<>\s]+>,?")
+# A street number and name ("1 Example Street", "221B Baker St", "Hauptstraße 5") or a PO box.
+_STREET = re.compile(r"\b\d+[A-Za-z]?(?:[-/]\d+[A-Za-z]?)?\s+[^\W\d_]{2,}|[^\W\d_]{3,}\.?\s+\d+[A-Za-z]?\b")
+_PO_BOX = re.compile(
+    r"\b(?:P\.?\s*O\.?\s*Box|Post\s+Office\s+Box|Postfach|Apartado(?:\s+postal)?|Case\s+postale|Casilla)\s*\d+",
+    re.IGNORECASE,
+)
+_POSTCODE = re.compile(
+    r"\b\d{5}(?:-\d{4})?\b"  # US ZIP, ZIP+4; also Germany, France, Spain, Italy ...
+    r"|\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b"  # UK
+    r"|\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b"  # Canada
+    r"|\b\d{4}\s?[A-Z]{2}\b"  # the Netherlands
+    r"|\b\d{2,5}-\d{3,4}\b"  # Poland, Japan, Portugal, Brazil
+    r"|\b\d{4}\b|\b\d{6}\b",  # Australia, Switzerland, Austria, Denmark ...; India, Singapore ...
+    re.IGNORECASE,
+)
+
+
+def looks_like_postal_address(address: str) -> bool:
+    """Does this look like a postal address: a street and number or a PO box, and a ZIP or postcode?
+
+    Meant for `[practice] address` (CAN-SPAM wants a valid physical postal address in
+    every message): "1 Example Street, Closter, NJ 07624", "PO Box 12, Closter NJ 07624",
+    "10 Downing Street, London SW1A 2AA" and "Hauptstraße 5, 10115 Berlin" pass; "n/a",
+    "TBD", "Closter" or a street without a postcode do not. The street's own number
+    never counts as the postcode.
+    """
+    text = " ".join(address.split())
+    place = _PO_BOX.search(text) or _STREET.search(text)
+    if place is None:
+        return False
+    rest = text[: place.start()] + " , " + text[place.end():]
+    return _POSTCODE.search(rest) is not None
 
 
 _TOKEN = re.compile(r"unsubscribe%20([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)|[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
