@@ -6,8 +6,10 @@ Renders examples/december-specials.md (template: specials) and examples/monthly-
 (template: news) through the real renderer, once with the example mailer.toml for a
 plain-named subscriber and once with a one-click unsubscribe URL for a subscriber whose
 long accented name is encoded over two words, and runs each message
-through `spamassassin -L -t` (no network tests, no Bayes, a throw-away home so nothing
-is learnt or written to yours). Prints each message's score and the rules that fired.
+through `spamassassin -L -t` (no network tests, no Bayes, a throw-away $HOME so nothing
+is learnt or written to yours; SpamAssassin still makes an empty ~/.spamassassin found
+through the password database, which is removed again if it was not there before).
+Prints each message's score and the rules that fired.
 
 The aim is 0 points from anything the templates or the renderer cause. Rules that
 come from how this script feeds the message (no Received header because it was never
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -94,6 +97,8 @@ def main() -> None:
     templates = {p.name: p.read_text(encoding="utf-8") for p in packaged_templates_dir().glob("*.j2")}
     counted_total = 0.0
     print(f"{version}; local tests only (-L), no Bayes")
+    state_dir = Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".spamassassin"
+    made_state_dir = not state_dir.exists()
     with tempfile.TemporaryDirectory(prefix="mailer-spam-") as home:
         for example in EXAMPLES:
             content = load_content(ROOT / "examples" / example)
@@ -112,6 +117,8 @@ def main() -> None:
                 for points, rule, text in rules:
                     note = f"  [test setup: {SETUP_RULES[rule] or 'not the template'}]" if rule in SETUP_RULES else ""
                     print(f"  {points:5.1f} {rule:<24} {text}{note}")
+    if made_state_dir and state_dir.is_dir() and not any(state_dir.iterdir()):
+        state_dir.rmdir()
     print(f"\n{'OK: no points from the templates' if counted_total <= 0 else f'{counted_total:g} points from the templates'}")
     sys.exit(1 if counted_total > 0 else 0)
 
