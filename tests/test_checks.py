@@ -49,13 +49,41 @@ def test_a_missing_postal_address_is_an_error():
     assert "CAN-SPAM" in messages(result, "error")[0]
 
 
-def test_offers_that_ended_or_end_today_are_warned_about():
+def test_an_offer_that_has_ended_is_an_error_and_one_ending_today_a_warning():
     content = load_content(EXAMPLES / "december-specials.md")
     result = checks(content, clock=FakeClock(datetime(2026, 12, 28, 15, 0, tzinfo=UTC)))
-    assert messages(result, "warning") == ["offer dates: The offer 'Holiday gift card bonus' ended on Thursday, December 24, 2026."]
+    assert messages(result, "error") == ["offer dates: The offer 'Holiday gift card bonus' ended on Thursday, December 24, "
+                                         "2026. Change its valid_until, or take it out."]
+    assert messages(result, "warning") == []
     # 2026-12-31 19:00 in New York is still the 31st there, though it is January 1 in UTC
     result = checks(content, clock=FakeClock(datetime(2027, 1, 1, 0, 30, tzinfo=UTC)))
-    assert "ends today" in " ".join(messages(result, "warning"))
+    assert "offer dates: The offer 'First visit with electroacupuncture' ends today." in messages(result, "warning")
+
+
+def test_offers_are_checked_against_the_send_time_not_today():
+    content = load_content(EXAMPLES / "december-specials.md")  # offers end 2026-12-24 and 2026-12-31
+    # checked on November 25 for a campaign that goes out on January 15
+    result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=datetime(2027, 1, 15, 14, 0, tzinfo=UTC))
+    errors = messages(result, "error")
+    assert len(errors) == 3 and all(e.startswith("offer dates: ") for e in errors)
+    assert errors[0] == ("offer dates: The offer 'First visit with electroacupuncture' ended on Thursday, December 31, 2026, "
+                         "before this campaign goes out on Friday, January 15, 2027. Change its valid_until, or take it out.")
+    # going out on Christmas Eve: the gift card offer ends that day, the others are fine
+    result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=datetime(2026, 12, 24, 9, 0, tzinfo=UTC))
+    assert messages(result, "error") == []
+    assert messages(result, "warning") == ["offer dates: The offer 'Holiday gift card bonus' ends on Thursday, December 24, "
+                                           "2026, when this campaign goes out."]
+    assert levels(result, "offer dates") == ["pass", "pass", "warning"]
+
+
+def test_the_send_day_is_the_workspace_zones():
+    content = load_content(EXAMPLES / "december-specials.md")
+    # 03:00 UTC on December 25 is still December 24 in New York; a naive time is read there too
+    for send_at in (datetime(2026, 12, 25, 3, 0, tzinfo=UTC), datetime(2026, 12, 24, 22, 0)):
+        result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=send_at)
+        assert levels(result, "offer dates") == ["pass", "pass", "warning"], send_at
+    result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=datetime(2026, 12, 25, 6, 0, tzinfo=UTC))
+    assert levels(result, "offer dates") == ["pass", "pass", "error"]
 
 
 def test_a_template_without_unsubscribe_link_or_address_fails_in_that_part():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from html import unescape
 from html.parser import HTMLParser
 from typing import Mapping
@@ -79,11 +80,15 @@ def _flat(text: str) -> str:
 
 def run_checks(
     content: Content, templates: Mapping[str, str], config: Config, secret: bytes, clock: Clock,
-    compiled: CompiledCampaign | None = None,
+    compiled: CompiledCampaign | None = None, *, send_at: datetime | None = None,
 ) -> list[Check]:
     """Every pre-send check for content with these templates and settings, in a fixed order.
 
     A send passes the CompiledCampaign it will use, so the templates are compiled once per run.
+    send_at is when the campaign will go out (a scheduled campaign's time); None means now,
+    from the clock. Offers are checked against that day in the workspace's time zone: one
+    that has ended by then is an error, one that ends that very day a warning. A naive
+    send_at is read in the workspace's time zone.
     """
     checks: list[Check] = []
 
@@ -127,14 +132,21 @@ def run_checks(
         add("error", "offers", "A specials message needs at least one offer under 'offers:' in the front matter.")
     if content.template == "news" and content.offers:
         add("warning", "offers", "The news template does not show offers; use template: specials to show them.")
-    today = clock.now().astimezone(message_zone(config)).date()
+    zone = message_zone(config)
+    if send_at is None:
+        send_day, when = clock.now().astimezone(zone).date(), "today"
+    else:
+        local = send_at.replace(tzinfo=zone) if send_at.tzinfo is None else send_at.astimezone(zone)
+        send_day, when = local.date(), f"on {format_date(local.date())}, when this campaign goes out"
     for offer in content.offers:
         if offer.valid_until is None:
             continue
-        if offer.valid_until < today:
-            add("warning", "offer dates", f"The offer {offer.title!r} ended on {format_date(offer.valid_until)}.")
-        elif offer.valid_until == today:
-            add("warning", "offer dates", f"The offer {offer.title!r} ends today.")
+        if offer.valid_until < send_day:
+            add("error", "offer dates", f"The offer {offer.title!r} ended on {format_date(offer.valid_until)}"
+                + ("." if send_at is None else f", before this campaign goes out on {format_date(send_day)}.")
+                + " Change its valid_until, or take it out.")
+        elif offer.valid_until == send_day:
+            add("warning", "offer dates", f"The offer {offer.title!r} ends {when}.")
         else:
             add("pass", "offer dates", f"The offer {offer.title!r} is valid until {format_date(offer.valid_until)}.")
     if re.search(r"\{\{\s*first_name\s*\}\}", content.body):
