@@ -389,3 +389,9 @@ def test_a_non_ascii_sender_local_part_is_refused_naming_the_setting():
     config = dataclasses.replace(EXAMPLE_CONFIG, sender=dataclasses.replace(EXAMPLE_CONFIG.sender, from_email="zoë@example.com"))
     with pytest.raises(ConfigError, match=r"^\[sender\] from_email in mailer.toml 'zoë@example.com' has non-ASCII"):
         renderer(config=config)
+
+
+def test_the_names_errors_offer_are_exactly_the_names_templates_get():
+    from mailer.render.environment import TEMPLATE_VARIABLES
+
+    assert set(renderer()._context(JANE, "token")) == set(TEMPLATE_VARIABLES)

@@ -362,7 +362,7 @@ class CompiledCampaign:
         self._html = prepared.html
         self._text = prepared.text
         self._campaign = context
-        self.headers = headers
+        self._headers = headers
         self._qp = QuotedPrintable()
         self._places = self._error_places()
 
@@ -437,9 +437,9 @@ class CompiledCampaign:
             except Exception as exc:
                 raise self._template_error(exc, template.name or self.content.name) from None
 
-    def _template_error(self, exc: Exception, fallback: str) -> TemplateError:
+    def _template_error(self, exc: Exception, fallback: str) -> MailerError:
         if isinstance(exc, MailerError):
-            return exc  # type: ignore[return-value]
+            return exc
         where = error_place(exc, self._places) or fallback
         hint = None
         if isinstance(exc, jinja2.TemplateNotFound):
@@ -473,7 +473,7 @@ class CompiledCampaign:
         mailto, web = self.unsubscribe_links(token)
         # The https link first: mail programs use the leftmost one they support (RFC 2369).
         links = [("text", f"<{web}>,"), ("text", f"<{mailto}>")] if web else [("text", f"<{mailto}>")]
-        h = self.headers
+        h = self._headers
         data = b"".join(
             (
                 h.before_to,

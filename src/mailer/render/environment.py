@@ -22,6 +22,9 @@ import jinja2
 from jinja2.runtime import Namespace
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ..errors import TemplateError
+
+JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 SANDBOX_RULES = (
     "Letters and templates run in a sandbox: names that start with _ (such as __class__ or "
     "__globals__), changing a list or dict, Python functions other than range() and namespace(), "
@@ -95,6 +98,7 @@ class Undefined(jinja2.StrictUndefined):
             return f"{kind} has no item {name!r}"
         return f"{kind} has no field {name!r}"
 
+
 _MAX_ITEMS = 100_000  # the sandbox's own bound for range(), used for * too
 _MAX_BITS = 100_000  # a number of 30,000 digits is enough for any letter
 
@@ -107,10 +111,6 @@ def _range(*args: int) -> range:
             f"a range of more than {_MAX_ITEMS:,} numbers is not allowed in letters and templates"
         )
     return numbers
-
-from ..errors import TemplateError
-
-JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
 
 def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
