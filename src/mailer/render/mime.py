@@ -86,7 +86,7 @@ class _QTable(dict):
 
     def __missing__(self, code: int) -> str:
         c = chr(code)
-        value = "_" if c == " " else c if c in _Q_SAFE else "".join(f"={b:02X}" for b in c.encode("utf-8"))
+        value = "_" if c == " " else c if c in _Q_SAFE else "".join(f"={b:02X}" for b in c.encode("utf-8", "replace"))
         if len(self) < 10_000:
             self[code] = value
         return value
@@ -98,7 +98,7 @@ _Q_TABLE = _QTable()
 def _encoded_word(text: str) -> str:
     """text as one encoded word: Q when it is about as short as B (readable), else B (as the email package chooses)."""
     q = text.translate(_Q_TABLE)
-    b = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    b = base64.b64encode(text.encode("utf-8", "replace")).decode("ascii")  # a lone surrogate becomes "?"
     return f"=?utf-8?q?{q}?=" if len(q) - len(b) < 5 else f"=?utf-8?b?{b}?="
 
 
@@ -117,7 +117,7 @@ def _fitting(text: str, room: int) -> int:
             q += 1
             nbytes += 1
         else:
-            n = len(c.encode("utf-8"))
+            n = len(c.encode("utf-8", "replace"))
             q += 3 * n
             nbytes += n
         b = 4 * ((nbytes + 2) // 3)
