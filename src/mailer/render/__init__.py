@@ -4,6 +4,9 @@
                                 list_name="news", campaign_key="...", clock=clock)
     message = campaign.render(subscriber)        # a RenderedMessage: .data is the .eml
 
+Content files and templates run in Jinja's immutable sandbox (environment.py; SANDBOX_RULES
+says what it refuses), and every template error names the author's file and line.
+
 The package, by concern: templates (where templates come from), environment (Jinja),
 css (inlining), markdown (the body as HTML, text and sections), views (what templates
 see), mime (headers, addresses, quoted-printable) and compile (the campaign, compiled
