@@ -30,7 +30,7 @@ from mailer.clock import FakeClock  # noqa: E402
 from mailer.config import EXAMPLE_CONFIG, PracticeConfig  # noqa: E402
 from mailer.content import load_content  # noqa: E402
 from mailer.models import Subscriber  # noqa: E402
-from mailer.render import Renderer, packaged_templates_dir  # noqa: E402
+from mailer.render import compile_campaign, packaged_templates_dir  # noqa: E402
 
 WIDTHS = {"phone": 375, "desktop": 1200}
 EXAMPLES = ("december-specials.md", "monthly-news.md")
@@ -96,9 +96,9 @@ def main() -> None:
 
     for example in EXAMPLES:
         content = load_content(ROOT / "examples" / example)
-        renderer = Renderer(content, templates, config, b"screenshot-secret", list_name=content.template,
-                            campaign_key="screenshots", clock=clock)
-        html = renderer.render(subscriber).html
+        campaign = compile_campaign(content, templates, config, b"screenshot-secret", list_name=content.template,
+                                    campaign_key="screenshots", clock=clock)
+        html = campaign.render(subscriber).html
         html = html.replace("https://closter-acupuncture.example/images/electroacupuncture.jpg", photo.as_uri())
         page = args.out / (Path(example).stem + ".html")
         page.write_text(html, encoding="utf-8")

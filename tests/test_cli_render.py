@@ -60,8 +60,44 @@ def test_preview_names_file_and_line_of_an_undefined_variable(mailer, tmp_path):
     letter.write_text("---\nsubject: Hi\n---\nHello {{ first_name }},\n\nSee you on {{ visit_day }}.\n")
     result = mailer("preview", letter)
     assert result.exit_code == 2
-    assert "error: letter.md:6: 'visit_day' is undefined." in result.stderr
+    assert "error: letter.md:6: there is no variable 'visit_day'; the variables are first_name, last_name, " in result.stderr
     assert result.stdout == ""
+
+
+def test_preview_names_the_field_a_letter_misspelt_and_the_fields_there_are(mailer, tmp_path):
+    letter = tmp_path / "letter.md"
+    letter.write_text("---\nsubject: Hi\n---\nHello,\n\n## Call us\n\nOur number is {{ practice.phone_numbr }}.\n")
+    result = mailer("preview", letter)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[0] == (
+        "error: letter.md:8: practice has no field 'phone_numbr'; its fields are name, address, street, city, "
+        "phone, phone_uri, website, website_label, booking_url, logo_url; did you mean 'phone'?"
+    )
+    assert "PracticeView" not in result.output and "#body" not in result.output and "#raw" not in result.output
+
+
+def test_an_error_in_a_workspace_template_names_the_template_file_and_line(mailer):
+    source = (EXAMPLES.parent / "templates" / "specials.html.j2").read_text(encoding="utf-8")
+    source = source.replace("{{ offer.title }}", "{{ offer.tilte }}")
+    (mailer.home / "templates" / "specials.html.j2").write_text(source)
+    line = next(n for n, text in enumerate(source.splitlines(), start=1) if "offer.tilte" in text)
+    for command in (["preview", SPECIALS], ["check", SPECIALS]):
+        result = mailer(*command)
+        assert result.exit_code == 2, command
+        assert (f"specials.html.j2:{line}: offer has no field 'tilte'; its fields are title, details, details_html, "
+                "details_text, price, was_price, code, valid_until, valid_until_text; did you mean 'title'?") in result.output
+        assert "OfferView" not in result.output
+
+
+def test_check_names_file_and_line_of_a_misspelt_variable(mailer, tmp_path):
+    letter = tmp_path / "letter.md"
+    letter.write_text("---\nsubject: Hi\n---\nHello {{ frist_name | default('there') }},\n")
+    result = mailer("check", letter, "--json")
+    assert result.exit_code == 2
+    [error] = [c for c in json.loads(result.stdout)["checks"] if c["level"] == "error"]
+    assert error["check"] == "templates"
+    assert error["message"].startswith("letter.md:4: there is no variable 'frist_name'; the variables are ")
+    assert "did you mean 'first_name'?" in error["message"]
 
 
 def test_preview_on_a_terminal_shows_the_text_and_keeps_the_html_in_the_workspace(mailer):

@@ -23,7 +23,8 @@ from mailer.errors import ConfigError, TemplateError
 from mailer.models import Subscriber
 from mailer.render import (
     TEMPLATE_FILES,
-    Renderer,
+    CompiledCampaign,
+    compile_campaign,
     markdown_to_text,
     packaged_templates_dir,
     resolve_templates,
@@ -44,12 +45,12 @@ def clock_at(*args) -> FakeClock:
     return FakeClock(datetime(*args, tzinfo=UTC))
 
 
-def renderer(content=None, *, config: Config = EXAMPLE_CONFIG, templates=None, list_name=None, clock=None, **kw) -> Renderer:
+def renderer(content=None, *, config: Config = EXAMPLE_CONFIG, templates=None, list_name=None, clock=None, **kw) -> CompiledCampaign:
     if content is None:
         content = load_content(EXAMPLES / "december-specials.md")
     elif isinstance(content, str):
         content = parse_content(content, "letter.md")
-    return Renderer(content, templates or TEMPLATES, config, SECRET, list_name=list_name or content.template,
+    return compile_campaign(content, templates or TEMPLATES, config, SECRET, list_name=list_name or content.template,
                     campaign_key=kw.pop("campaign_key", "campaign-1"), clock=clock or clock_at(2026, 11, 25, 15), **kw)
 
 
@@ -115,9 +116,10 @@ def test_with_an_https_endpoint_there_is_one_click_unsubscribe_too():
     m = renderer(config=config).render(JANE)
     msg = parse(m.data)
     links = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
-    assert links[0].startswith("mailto:unsubscribe@closter-acupuncture.example?subject=unsubscribe%20")
-    assert links[1].startswith("https://closter-acupuncture.example/unsubscribe?token=")
-    token = links[1].split("token=")[1]
+    # the https link first: mail programs use the leftmost one they support (RFC 2369)
+    assert links[0].startswith("https://closter-acupuncture.example/unsubscribe?token=")
+    assert links[1].startswith("mailto:unsubscribe@closter-acupuncture.example?subject=unsubscribe%20")
+    token = links[0].split("token=")[1]
     assert verify_token(SECRET, token).subscriber_id == 7
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert f'href="https://closter-acupuncture.example/unsubscribe?token={token}"' in m.html
@@ -238,16 +240,56 @@ def test_an_undefined_variable_in_the_body_names_the_file_line():
     text = "---\nsubject: Hi\n---\nHello {{ first_name }},\n\n## News\n\nYour visit is on {{ visit_date }}.\n"
     with pytest.raises(TemplateError) as info:
         renderer(text)
-    assert info.value.message == "letter.md:8: 'visit_date' is undefined."
-    assert "first_name" in info.value.hint
+    assert info.value.message == (
+        "letter.md:8: there is no variable 'visit_date'; the variables are first_name, last_name, full_name, "
+        "email, subject, preheader, practice, offers, booking_url, unsubscribe_url, unsubscribe_mailto, "
+        "unsubscribe_web, body_html, body_text, intro_html, intro_text, sections, list_name, sender_name, "
+        "template, range, namespace."
+    )
+    assert 'default("there")' in info.value.hint
+
+
+def test_a_misspelt_variable_gets_a_did_you_mean():
+    with pytest.raises(TemplateError, match=r"^letter.md:4: there is no variable 'frist_name'; .*; did you mean 'first_name'\?$"):
+        renderer("---\nsubject: Hi\n---\nHello {{ frist_name }},\n")
 
 
 def test_an_undefined_variable_in_a_template_names_the_template_line():
     templates = dict(TEMPLATES)
     templates["news.txt.j2"] = templates["news.txt.j2"].replace("{{ intro_text }}", "{{ intro_text }}\n{{ practice.fax }}")
     line = templates["news.txt.j2"].splitlines().index("{{ practice.fax }}") + 1
-    with pytest.raises(TemplateError, match=rf"^news.txt.j2:{line}: 'mailer.render.PracticeView object' has no attribute 'fax'"):
+    with pytest.raises(TemplateError) as info:
         renderer("---\nsubject: Hi\n---\nHello\n", templates=templates)
+    assert info.value.message == (
+        f"news.txt.j2:{line}: practice has no field 'fax'; its fields are name, address, street, city, phone, "
+        "phone_uri, website, website_label, booking_url, logo_url."
+    )
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("{{ practice.phone_numbr }}", "practice has no field 'phone_numbr'; its fields are name, address, street, city, "
+     "phone, phone_uri, website, website_label, booking_url, logo_url; did you mean 'phone'?"),
+    ("{% for o in offers %}{{ o.titel }}{% endfor %}", "offer has no field 'titel'; its fields are title, details, "
+     "details_html, details_text, price, was_price, code, valid_until, valid_until_text; did you mean 'title'?"),
+    ("{% for s in sections %}{{ s.heading }}{% endfor %}", "section has no field 'heading'; its fields are title, title_html, text, html."),
+    ("{{ body_html.text }}", "this part of the letter is text and has no field 'text'."),
+    ("{{ lipsum(2) }}", "there is no variable 'lipsum': Jinja's lipsum, cycler, joiner, dict are not available in letters and templates."),
+])
+def test_an_unknown_field_lists_the_fields_there_are(expression, message):
+    text = "---\nsubject: Hi\ntemplate: specials\noffers:\n  - title: A\n    details: B\n---\nHello\n\n## News\n\n" + expression + "\n"
+    with pytest.raises(TemplateError) as info:
+        renderer(text)
+    assert info.value.message == "letter.md:12: " + message
+
+
+def test_an_error_in_a_section_names_the_content_file_not_an_internal_name():
+    # The section's title runs through Markdown before Jinja: an error there is still the author's line.
+    text = "---\nsubject: Hi\n---\nHello\n\n## News for {{ frist_name }}\n\nText.\n"
+    with pytest.raises(TemplateError, match=r"^letter.md:6: there is no variable 'frist_name'"):
+        renderer(text)
+    text = "---\nsubject: Hi\n---\nHello\n\n## News\n\nOne {{ 1 / 0 }}.\n"
+    with pytest.raises(TemplateError, match=r"^letter.md:8: division by zero\.$"):
+        renderer(text)
 
 
 def test_a_template_syntax_error_names_the_template_line():
@@ -310,3 +352,46 @@ def test_a_missing_template_is_reported(tmp_path):
     templates = {k: v for k, v in TEMPLATES.items() if k != "news.html.j2"}
     with pytest.raises(TemplateError, match="there is no template news.html.j2"):
         renderer("---\nsubject: Hi\n---\nx\n", templates=templates)
+
+
+IDN = dataclasses.replace(
+    EXAMPLE_CONFIG,
+    sender=dataclasses.replace(EXAMPLE_CONFIG.sender, from_email="news@straße.example", reply_to="info@bücher.example"),
+    unsubscribe=UnsubscribeConfig(mailto="unsubscribe@straße.example", url="https://bücher.example/abmelden?liste=größe"),
+)
+
+
+def test_international_domains_are_idna_2008_a_labels_in_every_header():
+    # straße.example is xn--strae-oqa.example in IDNA 2008; IDNA 2003 would write strasse.example
+    m = renderer(config=IDN).render(dataclasses.replace(JANE, email="zoe@straße.example"))
+    lines_ok(m.data)
+    assert b"strasse" not in m.data and b"=?utf-8?q?b=C3=BCcher?=" not in m.data
+    msg = parse(m.data)
+    assert msg["From"].addresses[0].addr_spec == "news@xn--strae-oqa.example"
+    assert msg["Reply-To"].addresses[0].addr_spec == "info@xn--bcher-kva.example"
+    assert msg["To"].addresses[0].addr_spec == "zoe@xn--strae-oqa.example"
+    assert m.message_id.endswith("@xn--strae-oqa.example>")
+    assert msg["List-Id"] == "Closter Acupuncture specials <specials.xn--strae-oqa.example>"
+    links = re.findall(r"<([^>]+)>", msg["List-Unsubscribe"])
+    assert {link.split("?")[0] for link in links} == {
+        "mailto:unsubscribe@xn--strae-oqa.example", "https://xn--bcher-kva.example/abmelden"}
+    assert any("liste=gr%C3%B6%C3%9Fe&token=" in link for link in links)
+    # the footer's link is the same one
+    assert "Unsubscribe: https://xn--bcher-kva.example/abmelden?liste=gr%C3%B6%C3%9Fe&token=" in m.text
+
+
+def test_an_international_reply_to_in_the_front_matter_is_an_a_label():
+    m = renderer("---\nsubject: Hi\nreply_to: info@bücher.example\n---\nHello\n").render(JANE)
+    assert "Reply-To: info@xn--bcher-kva.example\r\n" in m.data.decode("ascii")
+
+
+def test_a_non_ascii_sender_local_part_is_refused_naming_the_setting():
+    config = dataclasses.replace(EXAMPLE_CONFIG, sender=dataclasses.replace(EXAMPLE_CONFIG.sender, from_email="zoë@example.com"))
+    with pytest.raises(ConfigError, match=r"^\[sender\] from_email in mailer.toml 'zoë@example.com' has non-ASCII"):
+        renderer(config=config)
+
+
+def test_the_names_errors_offer_are_exactly_the_names_templates_get():
+    from mailer.render.environment import TEMPLATE_VARIABLES
+
+    assert set(renderer()._context(JANE, "token")) == set(TEMPLATE_VARIABLES)

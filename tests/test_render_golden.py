@@ -18,7 +18,7 @@ from mailer.clock import FakeClock
 from mailer.config import EXAMPLE_CONFIG, UnsubscribeConfig
 from mailer.content import load_content
 from mailer.models import Subscriber
-from mailer.render import Renderer
+from mailer.render import compile_campaign
 
 from .test_render import TEMPLATES, lines_ok, parse
 
@@ -32,12 +32,12 @@ ONE_CLICK = dataclasses.replace(EXAMPLE_CONFIG, unsubscribe=UnsubscribeConfig(
 @pytest.mark.parametrize("name, config", [("specials", EXAMPLE_CONFIG), ("news", ONE_CLICK)])
 def test_golden_message(name, config):
     content = load_content(GOLDEN / f"{name}.md")
-    renderer = Renderer(
+    campaign = compile_campaign(
         content, TEMPLATES, config, b"golden-secret", list_name=content.template, campaign_key="golden",
         clock=FakeClock(datetime(2026, 11, 25, 15, 30, 0, tzinfo=UTC)),
         message_id=lambda s: f"<golden.{s.id}@closter-acupuncture.example>",
     )
-    data = renderer.render(SUBSCRIBER).data
+    data = campaign.render(SUBSCRIBER).data
     lines_ok(data)
     parse(data)
     path = GOLDEN / f"{name}.eml.golden"  # an .eml, named so it is never taken for outbox output

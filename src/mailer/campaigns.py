@@ -20,7 +20,7 @@ from .content import Content, load_content, parse_content
 from .errors import InputError, MailerError, NotFound
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign
-from .render import Renderer, resolve_templates
+from .render import CompiledCampaign, compile_campaign, resolve_templates
 from .repeats import WINDOW_DAYS, Repeat, find_repeat, letter_text
 from .schedule import local_time_text
 from .store import Store
@@ -179,16 +179,16 @@ def refresh_snapshot(store: Store | None, ws: Workspace, campaign: Campaign) -> 
     return campaign, notes
 
 
-def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> Renderer:
+def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> CompiledCampaign:
     """The campaign's snapshot compiled once, ready to render a message per subscriber."""
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
-    return Renderer(
+    return compile_campaign(
         content, json.loads(campaign.templates), ws.config, secret,
         list_name=campaign.list_name, campaign_key=campaign.key, clock=clock,
     )
 
 
-def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, renderer: Renderer | None = None) -> list[Check]:
+def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, renderer: CompiledCampaign | None = None) -> list[Check]:
     """The pre-send checks of `mailer check`, on the campaign's snapshot."""
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
     return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock, renderer)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from html import unescape
 from html.parser import HTMLParser
 from typing import Mapping
@@ -16,11 +17,12 @@ from .clock import Clock
 from .config import Config
 from .content import Content, format_date
 from .errors import MailerError
-from .render import Renderer, _zone, sample_subscriber
+from .render import SANDBOX_RULES, CompiledCampaign, compile_campaign, message_zone, sample_subscriber
 from .tokens import verify_token
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML, footer included
 SUBJECT_MAX = 60  # longer subjects are cut short on phones
+HEADER_LINE_MAX = 78  # RFC 5322 2.1.1 (998 is the hard limit)
 
 
 @dataclass(frozen=True)
@@ -78,11 +80,15 @@ def _flat(text: str) -> str:
 
 def run_checks(
     content: Content, templates: Mapping[str, str], config: Config, secret: bytes, clock: Clock,
-    renderer: Renderer | None = None,
+    compiled: CompiledCampaign | None = None, *, send_at: datetime | None = None,
 ) -> list[Check]:
     """Every pre-send check for content with these templates and settings, in a fixed order.
 
-    A send passes the Renderer it will use, so the templates are compiled once per run.
+    A send passes the CompiledCampaign it will use, so the templates are compiled once per run.
+    send_at is when the campaign will go out (a scheduled campaign's time); None means now,
+    from the clock. Offers are checked against that day in the workspace's time zone: one
+    that has ended by then is an error, one that ends that very day a warning. A naive
+    send_at is read in the workspace's time zone.
     """
     checks: list[Check] = []
 
@@ -91,8 +97,12 @@ def run_checks(
 
     # -- settings the law and the message need
     p = config.practice
-    if p.address.strip():
+    if p.address.strip() and looks_like_postal_address(p.address):
         add("pass", "postal address", f"[practice] address is {p.address!r}.")
+    elif p.address.strip():
+        add("error", "postal address", f"[practice] address in mailer.toml is {p.address!r}, which does not look like a postal "
+            "address; the law (CAN-SPAM) requires one in every message: a street and number or a PO box, and a ZIP or "
+            'postcode, e.g. "1 Example Street, Closter, NJ 07624".')
     else:
         add("error", "postal address", "[practice] address in mailer.toml is empty; the law (CAN-SPAM) requires a postal address in every message.")
     if p.name.strip():
@@ -106,6 +116,10 @@ def run_checks(
 
     # -- the content's own fields
     add("pass", "subject", f"Subject: {content.subject}")
+    reply = _REPLY_PREFIX.match(content.subject)
+    if reply:
+        add("error", "subject", f"The subject starts with {reply.group(0).strip()!r}, as a reply or a forward does; a letter "
+            "to the list is neither, and the law (CAN-SPAM) forbids a misleading subject. Remove it.")
     if len(content.subject) > SUBJECT_MAX:
         add("warning", "subject length", f"The subject is {len(content.subject)} characters; phones show about {SUBJECT_MAX}, so put the news first.")
     else:
@@ -118,24 +132,32 @@ def run_checks(
         add("error", "offers", "A specials message needs at least one offer under 'offers:' in the front matter.")
     if content.template == "news" and content.offers:
         add("warning", "offers", "The news template does not show offers; use template: specials to show them.")
-    today = clock.now().astimezone(_zone(config)).date()
+    zone = message_zone(config)
+    if send_at is None:
+        send_day, when = clock.now().astimezone(zone).date(), "today"
+    else:
+        local = send_at.replace(tzinfo=zone) if send_at.tzinfo is None else send_at.astimezone(zone)
+        send_day, when = local.date(), f"on {format_date(local.date())}, when this campaign goes out"
     for offer in content.offers:
         if offer.valid_until is None:
             continue
-        if offer.valid_until < today:
-            add("warning", "offer dates", f"The offer {offer.title!r} ended on {format_date(offer.valid_until)}.")
-        elif offer.valid_until == today:
-            add("warning", "offer dates", f"The offer {offer.title!r} ends today.")
+        if offer.valid_until < send_day:
+            add("error", "offer dates", f"The offer {offer.title!r} ended on {format_date(offer.valid_until)}"
+                + ("." if send_at is None else f", before this campaign goes out on {format_date(send_day)}.")
+                + " Change its valid_until, or take it out.")
+        elif offer.valid_until == send_day:
+            add("warning", "offer dates", f"The offer {offer.title!r} ends {when}.")
         else:
             add("pass", "offer dates", f"The offer {offer.title!r} is valid until {format_date(offer.valid_until)}.")
     if re.search(r"\{\{\s*first_name\s*\}\}", content.body):
         add("warning", "personalisation", 'The body uses {{ first_name }} without a default; people without a name will read "Hi ,". Write {{ first_name | default("there") }}.')
 
     # -- render it, as a subscriber with a name and one without
+    add("pass", "sandbox", SANDBOX_RULES)
     try:
-        if renderer is None:
-            renderer = Renderer(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
-        messages = [renderer.render(sample_subscriber(content.template, named=n)) for n in (True, False)]
+        if compiled is None:
+            compiled = compile_campaign(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
+        messages = [compiled.render(sample_subscriber(content.template, named=n)) for n in (True, False)]
     except MailerError as exc:
         add("error", "templates", exc.message + (f" ({exc.hint})" if exc.hint else ""))
         return checks
@@ -163,18 +185,19 @@ def run_checks(
 
     # -- links, images, scripts, size
     bad = [h for h in page.links if not h.startswith(("https://", "mailto:", "tel:"))]
-    plain_http = [h for h in bad if h.startswith("http://")]
-    broken = [h for h in bad if not h.startswith("http://")]
+    plain_http = [h for h in bad if h.lower().startswith("http://")]
+    broken = [h for h in bad if not h.lower().startswith("http://")]
     if plain_http:
-        add("warning", "links", f"{len(plain_http)} link(s) use http:, not https: (first: {plain_http[0]}).")
+        add("error", "links", f"{len(plain_http)} link(s) use http:, not https: (first: {plain_http[0]}); mail programs "
+            "and spam filters distrust unencrypted links. Write https://.")
     if broken:
         add("error", "links", f"{len(broken)} link(s) cannot work in an email (first: {broken[0] or 'an empty link'}); links must start with https://.")
     if not bad:
         add("pass", "links", f"All {len(page.links)} links use https:, mailto: or tel:.")
     srcs = [i.get("src") or "" for i in page.images]
     if any(not s.startswith("https://") for s in srcs):
-        add("error" if any(not s.startswith(("https://", "http://")) for s in srcs) else "warning",
-            "images", "Images must be loaded from an https:// address (first: " + next(s for s in srcs if not s.startswith("https://")) + ").")
+        add("error", "images", "Images must be loaded from an https:// address (first: "
+            + next(s for s in srcs if not s.startswith("https://")) + ").")
     no_alt = [i.get("src") or "" for i in page.images if not (i.get("alt") or "").strip()]
     if no_alt:
         add("warning", "image alt text", f"{len(no_alt)} image(s) have no alt text, which is all many readers see (first: {no_alt[0]}); write ![what it shows](url).")
@@ -182,6 +205,7 @@ def run_checks(
         add("pass", "image alt text", f"Every image ({len(page.images)}) has alt text.")
     if page.scripts:
         add("error", "no scripts", f"The HTML holds {page.scripts[0]}; email programs block scripts and spam filters punish them.")
+    _header_lines(message.data, add)
     size = max(len(m.html.encode("utf-8")) for m in messages)
     kb = f"{size / 1024:.0f} KB"
     if size > GMAIL_CLIP_BYTES:
@@ -191,6 +215,71 @@ def run_checks(
     else:
         add("pass", "size", f"The HTML is {kb} (Gmail clips above 102 KB); the whole message is {len(message.data) / 1024:.0f} KB.")
     return checks
+
+
+def _header_lines(data: bytes, add) -> None:
+    """RFC 5322 asks for header lines of at most 78 characters (998 at most): say which are longer."""
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").split("\r\n")
+    name = ""
+    long_lines, unbreakable = [], []
+    for line in lines:
+        if not line.startswith((" ", "\t")):
+            name = line.split(":", 1)[0]
+        if len(line) <= HEADER_LINE_MAX:
+            continue
+        # A link or an address in <...> cannot be folded: it may be longer (up to 998).
+        if _ONE_TOKEN.fullmatch(line) and len(line.encode("utf-8")) <= 998:
+            unbreakable.append(name)
+        else:
+            long_lines.append((name, len(line)))
+    if long_lines:
+        name, length = long_lines[0]
+        add("warning", "header lines", f"The {name} header has a line of {length} characters; mail programs expect at most "
+            f"{HEADER_LINE_MAX} (RFC 5322).")
+    else:
+        extra = f", except {', '.join(sorted(set(unbreakable)))}, whose links cannot be folded" if unbreakable else ""
+        add("pass", "header lines", f"Every header line is at most {HEADER_LINE_MAX} characters{extra}.")
+
+
+# A reply or forward marker in English, German, French, Spanish, Portuguese, Italian,
+# Dutch, the Nordic languages, Polish and Turkish: "Re:", "RE :", "Fwd:", "AW:", "TR:", "Re[2]:".
+_REPLY_PREFIX = re.compile(
+    r"^\s*(?:re|fwd?|aw|wg|tr|rv|res|enc|rif|sv|vs|vb|antw|doorst|odp|pd|ynt)\s*(?:\[\d+\]|\(\d+\))?\s*:",
+    re.IGNORECASE,
+)
+_ONE_TOKEN = re.compile(r"(?:[!-9;-~]+:)? ?<[^<>\s]+>,?")
+# A street number and name ("1 Example Street", "221B Baker St", "Hauptstraße 5") or a PO box.
+_STREET = re.compile(r"\b\d+[A-Za-z]?(?:[-/]\d+[A-Za-z]?)?\s+[^\W\d_]{2,}|[^\W\d_]{3,}\.?\s+\d+[A-Za-z]?\b")
+_PO_BOX = re.compile(
+    r"\b(?:P\.?\s*O\.?\s*Box|Post\s+Office\s+Box|Postfach|Apartado(?:\s+postal)?|Case\s+postale|Casilla)\s*\d+",
+    re.IGNORECASE,
+)
+_POSTCODE = re.compile(
+    r"\b\d{5}(?:-\d{4})?\b"  # US ZIP, ZIP+4; also Germany, France, Spain, Italy ...
+    r"|\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b"  # UK
+    r"|\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b"  # Canada
+    r"|\b\d{4}\s?[A-Z]{2}\b"  # the Netherlands
+    r"|\b\d{2,5}-\d{3,4}\b"  # Poland, Japan, Portugal, Brazil
+    r"|\b\d{4}\b|\b\d{6}\b",  # Australia, Switzerland, Austria, Denmark ...; India, Singapore ...
+    re.IGNORECASE,
+)
+
+
+def looks_like_postal_address(address: str) -> bool:
+    """Does this look like a postal address: a street and number or a PO box, and a ZIP or postcode?
+
+    Meant for `[practice] address` (CAN-SPAM wants a valid physical postal address in
+    every message): "1 Example Street, Closter, NJ 07624", "PO Box 12, Closter NJ 07624",
+    "10 Downing Street, London SW1A 2AA" and "Hauptstraße 5, 10115 Berlin" pass; "n/a",
+    "TBD", "Closter" or a street without a postcode do not. The street's own number
+    never counts as the postcode.
+    """
+    text = " ".join(address.split())
+    place = _PO_BOX.search(text) or _STREET.search(text)
+    if place is None:
+        return False
+    rest = text[: place.start()] + " , " + text[place.end():]
+    return _POSTCODE.search(rest) is not None
 
 
 _TOKEN = re.compile(r"unsubscribe%20([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)|[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")

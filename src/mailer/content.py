@@ -28,6 +28,8 @@ from typing import Any
 
 import jinja2
 import yaml
+from jinja2 import nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
 
@@ -258,12 +260,30 @@ def _offers(data: dict, f: _Fields) -> tuple[Offer, ...]:
     return tuple(offers)
 
 
+_REFUSED_IN_LETTERS = {
+    nodes.Include: "{% include %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from ... import %}",
+    nodes.Extends: "{% extends %}",
+}
+
+
 def _check_body_syntax(body: str, name: str, body_line: int) -> None:
-    """Template syntax errors in the body, found now rather than at send time."""
+    """Template syntax errors in the body, found now rather than at send time.
+
+    Parsed by a sandboxed environment like every template of ours; a letter may not pull
+    in other templates (they are the renderer's, and one could include itself forever).
+    """
     try:
-        jinja2.Environment().parse(body)
+        tree = ImmutableSandboxedEnvironment().parse(body)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{name}:{body_line + (exc.lineno or 1) - 1}: {(exc.message or 'a template syntax error').rstrip('.')}.") from None
+    for node in tree.find_all(tuple(_REFUSED_IN_LETTERS)):
+        raise TemplateError(
+            f"{name}:{body_line + node.lineno - 1}: {_REFUSED_IN_LETTERS[type(node)]} is not allowed in letters "
+            "(they run in a sandbox and cannot load templates).",
+            hint="Write the text into the letter, or change the template (see `mailer templates list`).",
+        )
 
 
 def format_date(day: datetime.date) -> str:

@@ -25,7 +25,7 @@ from typing import Callable
 
 from .clock import iso
 from .models import Campaign, SentSpan
-from .render import Renderer, sample_subscriber
+from .render import CompiledCampaign, sample_subscriber
 from .store import Store
 
 WINDOW_DAYS = 30
@@ -40,7 +40,7 @@ def normalise(text: str) -> str:
     return " ".join(_WORD.findall(_TOKEN.sub(" ", text).casefold()))
 
 
-def letter_text(renderer: Renderer) -> str:
+def letter_text(renderer: CompiledCampaign) -> str:
     """A campaign's letter as the sample subscriber reads it, normalised (what is stored and compared)."""
     return normalise(renderer.letter(sample_subscriber(renderer.list_name)))
 

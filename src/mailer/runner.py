@@ -36,7 +36,7 @@ from .readiness import audience_problems, complaint_problems, sending_problems
 from .repeats import letter_text
 from .runlog import RunLog, loggable
 from .schedule import local_time_text
-from .render import Renderer, sample_subscriber
+from .render import CompiledCampaign, compile_campaign, sample_subscriber
 from .send import AudienceLog, CampaignSender, DeliveryLog, Event, SendOptions, SendResult, StoreLog
 from .store import Store
 from .transport import ConnectionLost, DryRunTransport, Envelope, SmtpTransport, Transport, envelope_address
@@ -316,7 +316,7 @@ def run_campaign(
     return report
 
 
-def _with_letter(store: Store, campaign: Campaign, renderer: Renderer, *, dry_run: bool, allow_repeat: bool) -> Campaign:
+def _with_letter(store: Store, campaign: Campaign, renderer: CompiledCampaign, *, dry_run: bool, allow_repeat: bool) -> Campaign:
     """The campaign with its letter (what the repeat check compares) and a person's --allow-repeat,
     both kept for a stored campaign (a dry run changes nothing)."""
     letter = campaign.letter if campaign.started and campaign.letter else letter_text(renderer)
@@ -472,7 +472,7 @@ def send_test(
     if any(c.level == "error" for c in checks):
         raise ChecksFailed("The pre-send checks found errors (above); no test message was sent.", checks,
                            hint=f"Run `mailer check {ref}` for the full table.")
-    renderer = Renderer(
+    renderer = compile_campaign(
         replace(content, subject=f"[TEST] {content.subject}"), json.loads(campaign.templates), ws.config, secret,
         list_name=campaign.list_name, campaign_key=f"test:{secrets.token_hex(8)}", clock=clock,
     )

@@ -16,7 +16,7 @@ from ..checks import Check
 from ..content import load_content
 from ..errors import ExitCode, InputError, MailerError, NotFound
 from ..files import private_dir, write_atomic
-from ..render import Renderer, resolve_templates, sample_subscriber, templates_in_use
+from ..render import compile_campaign, resolve_templates, sample_subscriber, templates_in_use
 from ..template_files import copy_template, template_names
 from ..tokens import token_from, verify_token
 from ..validate import InvalidValue, normalise_email
@@ -58,11 +58,11 @@ def preview(
         subscriber = st.store().subscribers.require(key)
     else:
         subscriber = sample_subscriber(list_name)
-    renderer = Renderer(
+    campaign = compile_campaign(
         parsed, resolve_templates(ws), ws.config, st.secret(),
         list_name=list_name, campaign_key=f"preview:{content.name}", clock=st.clock,
     )
-    message = renderer.render(subscriber)
+    message = campaign.render(subscriber)
     out = st.output
     if open_:
         _open_in_browser(st, content, message.html)
