@@ -18,7 +18,11 @@ NOV_25 = FakeClock(datetime(2026, 11, 25, 15, 0, tzinfo=UTC))
 SPECIALS_HEAD = "---\nsubject: Hi\npreheader: Offers inside\ntemplate: specials\noffers:\n  - title: A\n    details: B\n---\n"
 
 
-def checks(content, *, config=EXAMPLE_CONFIG, templates=None, clock=NOV_25):
+ONE_CLICK = dataclasses.replace(EXAMPLE_CONFIG, unsubscribe=dataclasses.replace(
+    EXAMPLE_CONFIG.unsubscribe, url="https://closter-acupuncture.example/unsubscribe"))
+
+
+def checks(content, *, config=ONE_CLICK, templates=None, clock=NOV_25):
     if isinstance(content, str):
         content = parse_content(content, "letter.md")
     return run_checks(content, templates or TEMPLATES, config, SECRET, clock)
@@ -34,7 +38,7 @@ def messages(result, level):
 
 def test_the_examples_pass_with_no_errors_or_warnings():
     for example in ("december-specials.md", "monthly-news.md"):
-        result = checks(load_content(EXAMPLES / example))
+        result = checks(load_content(EXAMPLES / example), config=ONE_CLICK)
         assert messages(result, "error") == [] and messages(result, "warning") == [], example
         names = {c.name for c in result}
         assert {"postal address", "unsubscribe link", "postal address shown", "links", "size", "templates"} <= names
@@ -42,8 +46,15 @@ def test_the_examples_pass_with_no_errors_or_warnings():
         assert levels(result, "postal address shown") == ["pass", "pass"]
 
 
+def test_without_a_one_click_url_check_says_what_gmail_and_yahoo_ask():
+    result = checks(load_content(EXAMPLES / "monthly-news.md"), config=EXAMPLE_CONFIG)
+    assert levels(result, "one-click unsubscribe") == ["warning"]
+    assert "5,000" in " ".join(messages(result, "warning")) and "RFC 8058" in " ".join(messages(result, "warning"))
+    assert levels(checks(load_content(EXAMPLES / "monthly-news.md"), config=ONE_CLICK), "one-click unsubscribe") == []
+
+
 def test_a_missing_postal_address_is_an_error():
-    config = dataclasses.replace(EXAMPLE_CONFIG, practice=dataclasses.replace(EXAMPLE_CONFIG.practice, address=""))
+    config = dataclasses.replace(ONE_CLICK, practice=dataclasses.replace(ONE_CLICK.practice, address=""))
     result = checks(SPECIALS_HEAD + "Hello\n", config=config)
     assert levels(result, "postal address") == ["error"]
     assert "CAN-SPAM" in messages(result, "error")[0]
@@ -63,13 +74,13 @@ def test_an_offer_that_has_ended_is_an_error_and_one_ending_today_a_warning():
 def test_offers_are_checked_against_the_send_time_not_today():
     content = load_content(EXAMPLES / "december-specials.md")  # offers end 2026-12-24 and 2026-12-31
     # checked on November 25 for a campaign that goes out on January 15
-    result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=datetime(2027, 1, 15, 14, 0, tzinfo=UTC))
+    result = run_checks(content, TEMPLATES, ONE_CLICK, SECRET, NOV_25, send_at=datetime(2027, 1, 15, 14, 0, tzinfo=UTC))
     errors = messages(result, "error")
     assert len(errors) == 3 and all(e.startswith("offer dates: ") for e in errors)
     assert errors[0] == ("offer dates: The offer 'First visit with electroacupuncture' ended on Thursday, December 31, 2026, "
                          "before this campaign goes out on Friday, January 15, 2027. Change its valid_until, or take it out.")
     # going out on Christmas Eve: the gift card offer ends that day, the others are fine
-    result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=datetime(2026, 12, 24, 9, 0, tzinfo=UTC))
+    result = run_checks(content, TEMPLATES, ONE_CLICK, SECRET, NOV_25, send_at=datetime(2026, 12, 24, 9, 0, tzinfo=UTC))
     assert messages(result, "error") == []
     assert messages(result, "warning") == ["offer dates: The offer 'Holiday gift card bonus' ends on Thursday, December 24, "
                                            "2026, when this campaign goes out."]
@@ -80,9 +91,9 @@ def test_the_send_day_is_the_workspace_zones():
     content = load_content(EXAMPLES / "december-specials.md")
     # 03:00 UTC on December 25 is still December 24 in New York; a naive time is read there too
     for send_at in (datetime(2026, 12, 25, 3, 0, tzinfo=UTC), datetime(2026, 12, 24, 22, 0)):
-        result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=send_at)
+        result = run_checks(content, TEMPLATES, ONE_CLICK, SECRET, NOV_25, send_at=send_at)
         assert levels(result, "offer dates") == ["pass", "pass", "warning"], send_at
-    result = run_checks(content, TEMPLATES, EXAMPLE_CONFIG, SECRET, NOV_25, send_at=datetime(2026, 12, 25, 6, 0, tzinfo=UTC))
+    result = run_checks(content, TEMPLATES, ONE_CLICK, SECRET, NOV_25, send_at=datetime(2026, 12, 25, 6, 0, tzinfo=UTC))
     assert levels(result, "offer dates") == ["pass", "pass", "error"]
 
 
@@ -131,7 +142,7 @@ def test_an_ordinary_subject_is_not_taken_for_a_reply(subject):
 
 @pytest.mark.parametrize("address", ["n/a", "TBD", "Closter", "Closter, NJ", "1 Example Street", "1234 Main Street, Springfield", "-"])
 def test_a_postal_address_that_is_not_one_is_an_error_naming_the_setting(address):
-    config = dataclasses.replace(EXAMPLE_CONFIG, practice=dataclasses.replace(EXAMPLE_CONFIG.practice, address=address))
+    config = dataclasses.replace(ONE_CLICK, practice=dataclasses.replace(ONE_CLICK.practice, address=address))
     result = checks(SPECIALS_HEAD + "Hello\n", config=config)
     assert levels(result, "postal address") == ["error"]
     error = next(c.message for c in result if c.name == "postal address")

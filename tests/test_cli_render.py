@@ -115,7 +115,7 @@ def test_check_passes_the_examples(mailer):
     assert result.exit_code == 0, result.stdout
     assert result.stdout.startswith("level\tcheck\tmessage\n")
     assert "pass\tunsubscribe link\tThe HTML part has a working unsubscribe link." in result.stdout
-    assert "0 error(s), 0 warning(s)." in result.stderr
+    assert "0 error(s), 1 warning(s)." in result.stderr and "one-click unsubscribe" in result.stdout  # no [unsubscribe] url
 
 
 def test_check_exits_2_on_an_error_and_reports_json(mailer, tmp_path):

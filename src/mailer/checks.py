@@ -14,6 +14,8 @@ from html.parser import HTMLParser
 from typing import Mapping
 
 from .clock import Clock
+from .postal import looks_like_postal_address  # noqa: F401  (public here too)
+from .readiness import message_problems
 from .config import Config
 from .content import Content, format_date
 from .errors import MailerError
@@ -78,6 +80,12 @@ def _flat(text: str) -> str:
     return " ".join(unescape(text).split())
 
 
+_CHECK_NAMES = {
+    "[practice] address": "postal address", "[practice] name": "practice name", "[practice] phone": "phone",
+    "[sender] from_email": "sender", "[unsubscribe] url": "unsubscribe link", "[smtp] baa": "HIPAA",
+}
+
+
 def run_checks(
     content: Content, templates: Mapping[str, str], config: Config, secret: bytes, clock: Clock,
     compiled: CompiledCampaign | None = None, *, send_at: datetime | None = None,
@@ -95,22 +103,18 @@ def run_checks(
     def add(level: str, name: str, message: str) -> None:
         checks.append(Check(level, name, message))
 
-    # -- settings the law and the message need
+    # -- settings the law and the message need (the same rules as a send: mailer.readiness)
     p = config.practice
-    if p.address.strip() and looks_like_postal_address(p.address):
+    problems = message_problems(config)
+    for problem in problems:
+        add(problem.level, _CHECK_NAMES.get(problem.key, problem.key), problem.message + (f" {problem.hint}" if problem.hint else ""))
+    if not any(pr.is_error for pr in problems):
         add("pass", "postal address", f"[practice] address is {p.address!r}.")
-    elif p.address.strip():
-        add("error", "postal address", f"[practice] address in mailer.toml is {p.address!r}, which does not look like a postal "
-            "address; the law (CAN-SPAM) requires one in every message: a street and number or a PO box, and a ZIP or "
-            'postcode, e.g. "1 Example Street, Closter, NJ 07624".')
-    else:
-        add("error", "postal address", "[practice] address in mailer.toml is empty; the law (CAN-SPAM) requires a postal address in every message.")
-    if p.name.strip():
-        add("pass", "practice name", f"[practice] name is {p.name!r}.")
-    else:
-        add("error", "practice name", "[practice] name in mailer.toml is empty; the header and footer need it.")
-    if not p.phone.strip():
-        add("warning", "phone", "[practice] phone is empty, so the message offers no number to call.")
+        add("pass", "sender", f"From {config.sender.from_email}.")
+    if not config.unsubscribe.url:
+        add("warning", "one-click unsubscribe", "[unsubscribe] url in mailer.toml is empty, so messages offer only the "
+            "mailto unsubscribe; Gmail and Yahoo ask senders of 5,000 messages a day for one-click unsubscribe (RFC 8058). "
+            "Set it when you have such a page.")
     if content.template == "specials" and not (p.booking_url or p.website):
         add("warning", "booking link", "[practice] booking_url and website are empty, so specials have no booking button.")
 
@@ -248,40 +252,6 @@ _REPLY_PREFIX = re.compile(
     re.IGNORECASE,
 )
 _ONE_TOKEN = re.compile(r"(?:[!-9;-~]+:)? ?<[^<>\s]+>,?")
-# A street number and name ("1 Example Street", "221B Baker St", "Hauptstraße 5") or a PO box.
-_STREET = re.compile(r"\b\d+[A-Za-z]?(?:[-/]\d+[A-Za-z]?)?\s+[^\W\d_]{2,}|[^\W\d_]{3,}\.?\s+\d+[A-Za-z]?\b")
-_PO_BOX = re.compile(
-    r"\b(?:P\.?\s*O\.?\s*Box|Post\s+Office\s+Box|Postfach|Apartado(?:\s+postal)?|Case\s+postale|Casilla)\s*\d+",
-    re.IGNORECASE,
-)
-_POSTCODE = re.compile(
-    r"\b\d{5}(?:-\d{4})?\b"  # US ZIP, ZIP+4; also Germany, France, Spain, Italy ...
-    r"|\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b"  # UK
-    r"|\b[A-Z]\d[A-Z]\s?\d[A-Z]\d\b"  # Canada
-    r"|\b\d{4}\s?[A-Z]{2}\b"  # the Netherlands
-    r"|\b\d{2,5}-\d{3,4}\b"  # Poland, Japan, Portugal, Brazil
-    r"|\b\d{4}\b|\b\d{6}\b",  # Australia, Switzerland, Austria, Denmark ...; India, Singapore ...
-    re.IGNORECASE,
-)
-
-
-def looks_like_postal_address(address: str) -> bool:
-    """Does this look like a postal address: a street and number or a PO box, and a ZIP or postcode?
-
-    Meant for `[practice] address` (CAN-SPAM wants a valid physical postal address in
-    every message): "1 Example Street, Closter, NJ 07624", "PO Box 12, Closter NJ 07624",
-    "10 Downing Street, London SW1A 2AA" and "Hauptstraße 5, 10115 Berlin" pass; "n/a",
-    "TBD", "Closter" or a street without a postcode do not. The street's own number
-    never counts as the postcode.
-    """
-    text = " ".join(address.split())
-    place = _PO_BOX.search(text) or _STREET.search(text)
-    if place is None:
-        return False
-    rest = text[: place.start()] + " , " + text[place.end():]
-    return _POSTCODE.search(rest) is not None
-
-
 _TOKEN = re.compile(r"unsubscribe%20([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)|[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from .config import Config
 from .hipaa import condition_warnings, hipaa_problems
+from .postal import looks_like_postal_address
 from .providers import free_mail_problem, is_loopback
 
 if TYPE_CHECKING:
@@ -55,8 +56,15 @@ def message_problems(config: Config) -> list[Problem]:
             "[practice] address",
             "[practice] address in mailer.toml is empty; the law (CAN-SPAM) requires a postal address in every message.",
         ))
+    elif not looks_like_postal_address(p.address):
+        problems.append(_error(
+            "[practice] address",
+            f"[practice] address in mailer.toml is {p.address!r}, which does not look like a postal address; the law "
+            "(CAN-SPAM) requires one in every message: a street and number or a PO box, and a ZIP or postcode, "
+            'e.g. "1 Example Street, Closter, NJ 07624".',
+        ))
     if not p.phone.strip():
-        problems.append(_warning("[practice] phone", "[practice] phone in mailer.toml is empty, so the message offers no number to call."))
+        problems.append(_warning("[practice] phone", "[practice] phone is empty, so the message offers no number to call."))
     if not s.from_email or "@" not in s.from_email:
         problems.append(_error(
             "[sender] from_email",
