@@ -321,3 +321,18 @@ def test_the_log_is_rotated_and_keeps_whole_lines(tmp_path, clock, monkeypatch):
         assert path.stat().st_size <= 2_000
         assert all(json.loads(line)["event"] == "campaign" for line in path.read_text().splitlines())
     assert runlog.last_event(tmp_path / "logs" / "mailer.log", "campaign")["campaign"] == 199
+
+
+def test_offers_are_judged_on_the_day_the_campaign_goes_out(mailer, tmp_path):
+    january = tmp_path / "jan-specials.md"
+    january.write_text((REPO / "examples" / "december-specials.md").read_text().replace("December specials", "January specials"))
+    # three of its offers end in December; it would go out on January 15th
+    result = mailer("campaign", "create", january, "--at", "2027-01-15 09:00")
+    assert result.exit_code == 2
+    assert "ended on" in result.stderr and "December 31, 2026" in result.stderr
+    assert mailer.json("campaign", "list") == []
+    # the same letter tomorrow is fine; moving it into January is refused again
+    assert mailer("campaign", "create", january, "--at", "2026-11-26 09:00").exit_code == 0
+    moved = mailer("campaign", "schedule", "1", "--at", "2027-01-15 09:00")
+    assert moved.exit_code == 2 and "ended on" in moved.stderr
+    assert mailer.json("campaign", "show", "1")["scheduled_at"] == "2026-11-26T14:00:00Z"

@@ -81,6 +81,8 @@ def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock
     already went to these people lately is refused (InputError) unless allow_repeat.
     """
     draft = replace(draft_campaign(ws, content_path, clock, **audience), allow_repeat=allow_repeat)
+    if secret is not None and draft.scheduled_at:
+        refuse_ended_offers(draft, ws, secret, clock)
     if secret is not None:
         try:
             draft = replace(draft, letter=letter_text(renderer_for(draft, ws, secret, clock)))
@@ -188,10 +190,30 @@ def renderer_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock)
     )
 
 
+def send_time(campaign: Campaign, clock: Clock) -> datetime | None:
+    """When a campaign will go out: its scheduled time while that is ahead, else now (None)."""
+    if campaign.scheduled_at and not campaign.started:
+        when = parse_iso(campaign.scheduled_at)
+        if when > clock.now():
+            return when
+    return None
+
+
 def checks_for(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock, renderer: CompiledCampaign | None = None) -> list[Check]:
-    """The pre-send checks of `mailer check`, on the campaign's snapshot."""
+    """The pre-send checks of `mailer check`, on the campaign's snapshot, as of when it will go out."""
     content = parse_content(campaign.content, Path(campaign.content_path).name or campaign.name)
-    return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock, renderer)
+    return run_checks(content, json.loads(campaign.templates), ws.config, secret, clock, renderer,
+                      send_at=send_time(campaign, clock))
+
+
+def refuse_ended_offers(campaign: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> None:
+    """InputError when an offer of the letter has ended by the time the campaign goes out."""
+    ended = [c for c in checks_for(campaign, ws, secret, clock) if c.name == "offer dates" and c.level == "error"]
+    if ended:
+        raise InputError(
+            " ".join(c.message for c in ended),
+            hint="Give those offers a later valid_until (or take them out), or choose an earlier time.",
+        )
 
 
 def letter_reader(store: Store | None, ws: Workspace, secret: bytes, clock: Clock) -> Callable[[Campaign], str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ..campaigns import create_campaign, find_campaign
+from ..campaigns import refuse_ended_offers, create_campaign, find_campaign
 from ..errors import InputError
 from ..lifecycle import CampaignStatus
 from ..models import Campaign, SentSpan
@@ -167,6 +168,7 @@ def schedule(
     if c.started or c.finished:
         raise InputError(f"Campaign {c.id} is {c.status}; only a campaign that has not started can be scheduled.")
     when = parse_local_time(at, ws.config.sending.timezone, st.clock, allow_past=now)
+    refuse_ended_offers(replace(c, scheduled_at=when), ws, st.secret(), st.clock)
     store.campaigns.schedule(c.id, when)
     st.output.info(f"Campaign {c.id} scheduled for {local_time_text(when, ws.config.sending.timezone)}.")
 
