@@ -124,3 +124,22 @@ def test_load_content_names_a_file_that_is_not_utf8(tmp_path):
         load_content(path)
     with pytest.raises(TemplateError, match="There is no content file"):
         load_content(tmp_path / "missing.md")
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once():
+    bomb = ("---\nsubject: Hi\na: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n"
+            + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(f"*{chr(97 + i)}" for _ in range(9)) + "]\n" for i in range(8))
+            + "---\nHello\n")
+    # refused while the text is scanned, before anything is built (2.2 GB before this)
+    with pytest.raises(TemplateError, match=r"letter.md:3: the front matter uses an anchor"):
+        parse_content(bomb, "letter.md")
+
+
+def test_text_starting_with_an_ampersand_is_fine_in_quotes():
+    content = parse_content('---\nsubject: "& more: *new* offers"\n---\nHi\n', "letter.md")
+    assert content.subject == "& more: *new* offers"
+
+
+def test_a_huge_front_matter_is_refused():
+    with pytest.raises(TemplateError, match="front matter is"):
+        parse_content("---\nsubject: Hi\npreheader: " + "x" * 70_000 + "\n---\nHi\n", "letter.md")

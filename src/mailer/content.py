@@ -116,7 +116,33 @@ def _split(text: str, name: str) -> tuple[str, int, str, int]:
     raise TemplateError(f"{name}:1: the front matter that starts here is never closed by a '---' line.")
 
 
+MAX_FRONT_MATTER = 64 * 1024  # a letter's subject and offers; far more is a mistake or an attack
+
+
+def _refuse_anchors(source: str, name: str, first_line: int) -> None:
+    """YAML anchors (&a) and aliases (*a) let 400 bytes expand into gigabytes (a "billion
+    laughs"); a letter's front matter never needs them, so they are refused outright."""
+    if "&" not in source and "*" not in source:
+        return
+    try:
+        for token in yaml.scan(source, Loader=yaml.SafeLoader):
+            if isinstance(token, (yaml.AnchorToken, yaml.AliasToken)):
+                kind = "an anchor (&)" if isinstance(token, yaml.AnchorToken) else "an alias (*)"
+                raise TemplateError(
+                    f"{name}:{token.start_mark.line + first_line}: the front matter uses {kind}, which letters may not use.",
+                    hint='Write each value out in full; put text starting with "&" or "*" in quotes.',
+                )
+    except yaml.YAMLError:
+        return  # not valid YAML: the loader says where, with its own words
+
+
 def _load_yaml(source: str, name: str, first_line: int) -> tuple[Any, dict]:
+    if len(source) > MAX_FRONT_MATTER:
+        raise TemplateError(
+            f"{name}:{first_line}: the front matter is {len(source) // 1024} KB; at most {MAX_FRONT_MATTER // 1024} KB "
+            "are read (the letter's text goes below the closing ---)."
+        )
+    _refuse_anchors(source, name, first_line)
     loader = yaml.SafeLoader(source)
     try:
         node = loader.get_single_node()
