@@ -241,3 +241,21 @@ def test_complaints_above_three_in_a_thousand_stop_a_new_campaign(returned, tmp_
     forced = sending.m("send", news, "--yes", "--list", "specials", "--force", "--allow-repeat")
     assert forced.exit_code == 0, forced.stderr
     assert len(sending.server.received) == EVERYONE - 1  # the one who complained is unsubscribed
+
+
+def test_a_whole_unsubscribe_mail_pasted_into_the_command(returned, tmp_path):
+    sending, mails, people = returned
+    _, leaves, _, _ = people
+    saved = tmp_path / "from-the-inbox.eml"
+    saved.write_bytes(mails[1])  # the mail a mail program sent for the List-Unsubscribe mailto
+    result = sending.m("unsubscribe", "--mail", saved)
+    assert result.exit_code == 0, result.stderr
+    assert "unsubscribed" in result.stderr and statuses(sending.home)[leaves] == "unsubscribed"
+    # read again, by the loop or by hand: already done, nothing changes
+    assert "already processed" in sending.m("unsubscribe", "--mail", saved).stderr
+    reply = tmp_path / "reply.eml"
+    reply.write_bytes(b"From: Someone <someone@nowhere.example>\r\nTo: news@closter-acupuncture.example\r\n"
+                      b"Subject: Re: December specials\r\nMessage-ID: <r1@nowhere.example>\r\n\r\nThanks, see you soon!\r\n")
+    other = sending.m("unsubscribe", "--mail", reply)
+    assert other.exit_code == 1 and "left alone" in other.stderr
+    assert sending.m("unsubscribe").exit_code == 2  # neither a token nor a mail

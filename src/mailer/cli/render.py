@@ -16,11 +16,13 @@ from ..checks import Check
 from ..content import load_content
 from ..errors import ExitCode, InputError, MailerError, NotFound
 from ..files import private_dir, write_atomic
+from ..inbox.process import MessageReport, process_inbox
+from ..inbox.sources import OneMessage
 from ..render import compile_campaign, resolve_templates, sample_subscriber, templates_in_use
 from ..template_files import copy_template, template_names
 from ..tokens import token_from, verify_token
 from ..validate import InvalidValue, normalise_email
-from . import app, state, sub_app
+from . import AppState, app, state, sub_app
 from .options import JsonOpt
 
 ContentArg = Annotated[Path, typer.Argument(metavar="FILE", help="The content file: Markdown with front matter (see examples/).")]
@@ -244,17 +246,29 @@ def templates_copy(
 def unsubscribe(
     ctx: typer.Context,
     token: Annotated[
-        str,
+        Optional[str],
         typer.Argument(metavar="TOKEN", help="The token, an unsubscribe mail's subject, or the whole link."),
-    ],
+    ] = None,
+    mail: Annotated[
+        Optional[Path],
+        typer.Option("--mail", metavar="FILE", help="A whole unsubscribe mail, saved or pasted (- for standard input)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Unsubscribe whoever an unsubscribe link or mail names.
 
     Takes the token, the subject of an unsubscribe mail ("unsubscribe TOKEN"), or the
-    whole mailto: or https: link; that person gets no more email from any list.
+    whole mailto: or https: link; that person gets no more email from any list. With
+    --mail, a whole mail is read as the mailbox loop reads it (a reply saying "remove me",
+    a complaint, a bounce).
     """
     st = state(ctx)
+    if (token is None) == (mail is None):
+        raise InputError("Give the token (or link), or --mail FILE with the whole mail; one of the two.")
+    if mail is not None:
+        _unsubscribe_mail(st, mail, as_json)
+        return
+    assert token is not None
     info = verify_token(st.secret(), token_from(token))
     store = st.store()
     sub = store.subscribers.get_by_id(info.subscriber_id)
@@ -269,3 +283,26 @@ def unsubscribe(
         st.output.json(result)
     else:
         st.output.info(message)
+
+
+def _unsubscribe_mail(st: AppState, path: Path, as_json: bool) -> None:
+    """One mail through the mailbox loop's classifier and rules (and remembered, like the loop's)."""
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"There is no file {path}.") from None
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {exc.strerror}.") from None
+    if not data.strip():
+        raise InputError(f"{path} is empty: paste or save the whole mail, headers included.")
+    mailbox = st.store().mailbox
+    reports: list[MessageReport] = []
+    process_inbox(OneMessage(data, str(path)), st.secret(), mailbox, mailbox, clock=st.clock, on_message=reports.append)
+    [report] = reports
+    if as_json:
+        st.output.json(report.as_json())
+        return
+    who = f" ({report.subscriber})" if report.subscriber else ""
+    st.output.info(f"{report.kind}: {report.outcome}{who}. {report.reason}")
+    if report.outcome in ("unmatched", "left alone", "refused"):
+        raise typer.Exit(int(ExitCode.PARTIAL))

@@ -56,6 +56,25 @@ class Source(Protocol):
         ...
 
 
+class OneMessage:
+    """A single pasted or saved mail (`mailer unsubscribe --mail FILE`), read like a mailbox of one."""
+
+    cursor_name = None
+
+    def __init__(self, data: bytes, name: str):
+        self.data = data
+        self.name = name
+
+    def messages(self, after: str | None = None) -> Iterator[Incoming]:
+        yield Incoming(self.name, self.data)
+
+    def handled(self, item: Incoming) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
 # -- mbox -------------------------------------------------------------------------------
 
 _QUOTED_FROM = re.compile(rb"^>+From ")
