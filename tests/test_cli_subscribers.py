@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import stat
+from pathlib import Path
 
 import pytest
 import typer
@@ -339,3 +340,40 @@ def test_a_terminal_gets_tables_and_a_pipe_gets_plain_lines(mailer, tmp_path):
     assert "┃" in on_terminal.stdout and "ann@example.com" in on_terminal.stdout and "\t" not in on_terminal.stdout
     piped = mailer("subscribers", "list").stdout
     assert "┃" not in piped and piped.splitlines()[1].startswith("ann@example.com\t")
+
+
+def test_init_on_a_terminal_offers_https_and_asks_for_a_real_address(bare_mailer):
+    from typer.testing import CliRunner
+
+    from mailer.cli import AppState
+    from mailer.cli.output import Output
+    from mailer.config import load_config
+
+    obj = AppState(home=str(bare_mailer.home), clock=bare_mailer.clock, output=Output(force_terminal=True))
+    answers = "\n".join([
+        "Closter Acupuncture",
+        "n/a", "n",                                   # not an address; not kept: asked again
+        "1 Example Street, Closter, NJ 07624",
+        "(201) 555-0100",
+        "closter-acupuncture.example", "y",           # offered back with https://
+        "http://closter-acupuncture.example/book",    # http is refused ...
+        "https://closter-acupuncture.example/book",   # ... and asked again
+        "",                                            # no logo
+        "news@closter-acupuncture.example",
+        "n",                                           # not HIPAA-covered
+    ]) + "\n"
+    result = CliRunner().invoke(app, ["init"], input=answers, obj=obj)
+    assert result.exit_code == 0, result.output
+    assert "does not look like a postal address" in result.output
+    assert "Use https://closter-acupuncture.example?" in result.output and "must start with https://" in result.output
+    p = load_config(bare_mailer.home / "mailer.toml").practice
+    assert (p.address, p.website, p.booking_url) == (
+        "1 Example Street, Closter, NJ 07624", "https://closter-acupuncture.example", "https://closter-acupuncture.example/book")
+
+
+def test_a_website_without_https_is_named_with_its_key_and_file(mailer):
+    path = mailer.home / "mailer.toml"
+    path.write_text(path.read_text().replace('website = "https://closter-acupuncture.example"', 'website = "closter-acupuncture.example"'))
+    result = mailer("check", Path(__file__).parent.parent / "examples" / "monthly-news.md")
+    assert result.exit_code == 2
+    assert "[practice] website in mailer.toml is 'closter-acupuncture.example'" in result.stdout.replace("\n", " ")

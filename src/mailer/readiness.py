@@ -65,6 +65,14 @@ def message_problems(config: Config) -> list[Problem]:
         ))
     if not p.phone.strip():
         problems.append(_warning("[practice] phone", "[practice] phone is empty, so the message offers no number to call."))
+    for key in ("website", "booking_url", "logo_url"):
+        value = getattr(p, key)
+        if value and not value.startswith("https://"):
+            problems.append(_error(
+                f"[practice] {key}",
+                f"[practice] {key} in mailer.toml is {value!r}; every link in a message must start with https://.",
+                f'Write it as {"https://" + value.split("://", 1)[-1]!r} in mailer.toml, after checking that it works.',
+            ))
     if not s.from_email or "@" not in s.from_email:
         problems.append(_error(
             "[sender] from_email",

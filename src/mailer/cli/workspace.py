@@ -12,19 +12,47 @@ from ..errors import InputError
 from ..files import private_dir, write_atomic
 from ..hipaa import hipaa_problems
 from ..home import open_list, start_new_list
+from ..postal import looks_like_postal_address
 from ..providers import BY_NAME, apply_preset, names, providers_for_host
 from . import app, state
+
+
+def _ask_link(question: str, default: str) -> str:
+    """A link every message carries: https only; `example.com` is offered back as https://example.com."""
+    while True:
+        value = typer.prompt(question, default=default, show_default=bool(default)).strip()
+        if not value or value.startswith("https://"):
+            return value
+        if value.startswith("http://"):
+            typer.echo("Links in email must start with https:// (mail programs warn about http://); "
+                       "check that the https:// address works and give it.")
+            continue
+        fixed = "https://" + value
+        if typer.confirm(f"Use {fixed}?", default=True):
+            return fixed
+
+
+def _ask_address(default: str) -> str:
+    """The postal address the law wants in every message; one that does not look like one is asked again."""
+    while True:
+        value = typer.prompt("Postal address (street, city, state, ZIP)", default=default, show_default=bool(default)).strip()
+        if looks_like_postal_address(value):
+            return value
+        typer.echo('That does not look like a postal address; give a street and number (or a PO box) and a ZIP, '
+                   'e.g. "1 Example Street, Closter, NJ 07624".')
+        if not value or typer.confirm("Keep it anyway (mailer will not send until it is fixed in mailer.toml)?", default=False):
+            return value
 
 
 def _ask_practice(default: Config) -> Config:
     p, s = default.practice, default.sender
     typer.echo("About your practice (shown in every message; press Enter to keep a value):")
     name = typer.prompt("Practice name", default=p.name or "My Practice")
-    address = typer.prompt("Postal address (street, city, state, ZIP)", default=p.address or "", show_default=bool(p.address))
+    address = _ask_address(p.address or "")
     phone = typer.prompt("Phone", default=p.phone or "", show_default=bool(p.phone))
-    website = typer.prompt("Website (https://...)", default=p.website or "", show_default=bool(p.website))
-    booking = typer.prompt("Online booking page (https://...)", default=p.booking_url or website, show_default=True)
-    logo = typer.prompt("Logo image URL (https://..., or empty)", default=p.logo_url or "", show_default=False)
+    website = _ask_link("Website (https://...)", p.website or "")
+    booking = _ask_link("Online booking page (https://...)", p.booking_url or website)
+    logo = _ask_link("Logo image URL (https://..., or empty)", p.logo_url or "")
     from_email = typer.prompt("Send from address", default=s.from_email or "", show_default=bool(s.from_email))
     return dataclasses.replace(
         default,
