@@ -19,6 +19,7 @@ from mailer.errors import ConfigError
 
 from .conftest import DATA
 from .test_render import JANE, parse, renderer
+from .test_send import sample_workspace, sending, set_config  # noqa: F401
 
 DOMAIN = "closter-acupuncture.example"
 
@@ -157,3 +158,29 @@ def test_dkim_selector_and_key_go_together_in_mailer_toml():
         parse_config(tomllib.loads('[dkim]\nselector = "mail2026"\n'), Path("mailer.toml"))
     config = parse_config(tomllib.loads('[dkim]\nselector = "mail2026"\nprivate_key_file = "dkim.pem"\n'), Path("mailer.toml"))
     assert config.dkim == DkimConfig("mail2026", "dkim.pem")
+
+
+def test_a_campaign_sent_with_dkim_configured_arrives_signed(sending, dns_server):
+    """Through the real command and the test SMTP server: every message verifies against the published key."""
+    key = sending.home / "dkim.pem"
+    shutil.copy(DATA / "dkim" / "test-2048.pem", key)
+    os.chmod(key, 0o600)
+    set_config(sending.home, "dkim", selector="mail2026", private_key_file="dkim.pem")
+    signer = Signer(DkimConfig(selector="mail2026", private_key_file=str(key)), DOMAIN)
+    dns_server.txt[f"mail2026._domainkey.{DOMAIN}"] = signer.key.public_record()
+    result = sending.send(sending.content, "--limit", "3")
+    assert result.exit_code == 0, result.stderr
+    dnsfunc = dkim_dnsfunc(dns_server.resolver())
+    assert len(sending.server.received) == 3
+    for rec in sending.server.received:
+        assert dkimpy.verify(rec.data, dnsfunc=dnsfunc), rec.rcpt_tos
+
+
+def test_a_dkim_key_others_can_read_stops_the_send_before_anything_goes(sending):
+    key = sending.home / "dkim.pem"
+    shutil.copy(DATA / "dkim" / "test-2048.pem", key)
+    os.chmod(key, 0o644)
+    set_config(sending.home, "dkim", selector="mail2026", private_key_file="dkim.pem")
+    result = sending.send(sending.content)
+    assert result.exit_code == 2 and "chmod 600" in result.stderr
+    assert sending.server.received == [] and sending.rows(None) == []

@@ -10,12 +10,13 @@ rsa-sha256, relaxed/relaxed, over the headers a receiver judges a newsletter by.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dkim as dkimpy
 from dkim.crypto import UnparsableKeyError, parse_pem_private_key
@@ -157,3 +158,19 @@ def signer_for(config: "Config", home: Path | None = None) -> Signer | None:
     if not domain:
         raise ConfigError("[dkim] is set, but [sender] from_email is empty; DKIM signs for the From domain.")
     return Signer(config.dkim, domain, base_dir=home)
+
+
+class SignedCampaign:
+    """A compiled campaign whose every rendered message is DKIM-signed (the same interface)."""
+
+    def __init__(self, compiled: Any, signer: Signer):
+        self.compiled = compiled
+        self.signer = signer
+
+    def render(self, subscriber: Any) -> Any:
+        """The compiled campaign's message for `subscriber`, with a DKIM-Signature header first."""
+        message = self.compiled.render(subscriber)
+        return dataclasses.replace(message, data=self.signer.sign(message.data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.compiled, name)

@@ -29,6 +29,7 @@ from .checks import Check
 from .clock import Clock, iso
 from .config import Workspace
 from .content import parse_content
+from .dkim import SignedCampaign, signer_for
 from .errors import ExitCode, InputError, Interrupted, MailerError, SmtpError, StoreError, Terminated
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign, SentSpan
@@ -262,6 +263,9 @@ def run_campaign(
             f"Run `mailer check {campaign.content_path or campaign.name}` for the full table.",
         )
 
+    signer = signer_for(ws.config, ws.home)  # a key that cannot be used stops us here, before anything changed
+    if signer is not None:
+        renderer = SignedCampaign(renderer, signer)
     to_send = (store.subscribers.audience_count(campaign.list_name, campaign.tags) if not campaign.started
                else store.deliveries.counts(campaign.id)[D.PENDING])
     if not dry_run and transport is None:
@@ -476,6 +480,9 @@ def send_test(
         replace(content, subject=f"[TEST] {content.subject}"), json.loads(campaign.templates), ws.config, secret,
         list_name=campaign.list_name, campaign_key=f"test:{secrets.token_hex(8)}", clock=clock,
     )
+    signer = signer_for(ws.config, ws.home)
+    if signer is not None:
+        renderer = SignedCampaign(renderer, signer)
     # Their name and greeting, but the test address, and subscriber 0 in the unsubscribe link.
     message = renderer.render(replace(person, id=0, email=address, email_key=address.lower()))
     recipient, needs_utf8 = envelope_address(address)
