@@ -145,6 +145,22 @@ def complaint_problems(complaints: int, sent: int, *, force: bool = False) -> li
     return []
 
 
+def python_problems() -> list[Problem]:
+    """This Python's `email` package lacks the fix for CVE-2024-6923 (header injection when it
+    writes headers; fixed in 3.11.10 and 3.12.5). mailer writes every outgoing header with its
+    own code (mailer.render.mime) and never with that package, so it is a warning, not a stop."""
+    import email.errors
+    import platform
+
+    if hasattr(email.errors, "HeaderWriteError"):
+        return []
+    return [_warning(
+        "python",
+        f"This Python ({platform.python_version()}) lacks the fix for CVE-2024-6923 in its email package; mailer "
+        "does not use the affected code to write mail, but upgrade Python (3.11.10+, 3.12.5+) when you can.",
+    )]
+
+
 def private_file_problems(ws: "Workspace") -> list[Problem]:
     """Files holding the list, the key or the password that others on this machine can read."""
     problems = []
@@ -195,4 +211,4 @@ def unattended_problems(ws: "Workspace", secret: bytes, environ: Mapping[str, st
             if f.level in ("error", "warning"):
                 hint = f"Publish at {f.name}: {f.publish}" if f.publish else ""
                 problems.append(Problem(f.level, f.record, f"{f.record}: {f.verdict}", hint))
-    return problems + private_file_problems(ws)
+    return problems + private_file_problems(ws) + python_problems()
