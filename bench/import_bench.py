@@ -31,17 +31,17 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
     with open(path, "w", encoding="utf-8", newline="") as fh:
         fh.write("Date,Name,Email,IP\r\n")
         for i in range(rows):
-            f, l = rnd.choice(FIRST), rnd.choice(LAST)
+            f, last = rnd.choice(FIRST), rnd.choice(LAST)
             r = rnd.random()
             if r < 0.03:
-                email = rnd.choice(BAD).format(f=f.lower(), l=l.lower())
+                email = rnd.choice(BAD).format(f=f.lower(), l=last.lower())
             elif r < 0.05 and seen:
                 email = rnd.choice(seen).upper()
             else:
-                email = f"{f.lower()}.{l.lower().replace(chr(39), '')}{i}@{rnd.choice(DOMAINS)}"
+                email = f"{f.lower()}.{last.lower().replace(chr(39), '')}{i}@{rnd.choice(DOMAINS)}"
                 if len(seen) < 10_000:
                     seen.append(email)
-            name = f'"{l}, {f}"' if rnd.random() < 0.1 else f"{f} {l}"
+            name = f'"{last}, {f}"' if rnd.random() < 0.1 else f"{f} {last}"
             fh.write(f"2026-{1 + i % 12:02d}-{1 + i % 28:02d} 10:{i % 60:02d}:00,{name},{email},203.0.113.{i % 250}\r\n")
 
 

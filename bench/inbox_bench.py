@@ -48,7 +48,7 @@ def build_mbox(path: Path, count: int) -> int:
             raw = samples[i % len(samples)]
             # Only the message's own (first) Message-ID changes: the returned original's stays,
             # so bounces still match a delivery.
-            raw = _MESSAGE_ID.sub(lambda m: m.group(1) + b"b%d." % i + m.group(2) + b"@", raw, count=1)
+            raw = _MESSAGE_ID.sub(lambda m, i=i: m.group(1) + b"b%d." % i + m.group(2) + b"@", raw, count=1)
             box.add(raw)
         box.flush()
     finally:

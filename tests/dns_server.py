@@ -38,7 +38,7 @@ def _chunks(record: str) -> list[bytes]:
 
 
 class _Resolver:
-    def __init__(self, owner: "DnsServer"):
+    def __init__(self, owner: DnsServer):
         self.owner = owner
 
     def resolve(self, request, handler):
@@ -101,7 +101,7 @@ class DnsServer:
         r.timeout = lifetime
         return r
 
-    def start(self) -> "DnsServer":
+    def start(self) -> DnsServer:
         logger = DNSLogger(log="-request,-reply,-truncated,-error", logf=lambda *_: None)
         resolver = _Resolver(self)
         for _ in range(20):  # a free UDP port whose TCP twin is free too
@@ -129,7 +129,7 @@ class DnsServer:
             s.server.server_close()
         self._servers = []
 
-    def __enter__(self) -> "DnsServer":
+    def __enter__(self) -> DnsServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

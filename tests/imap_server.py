@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from proxyprotocol.reader import ProxyProtocolReader
-from pysasl.hashing import BuiltinHash
 from pymap.backend.dict import Config as DictConfig
 from pymap.backend.dict import DictBackend, Login
 from pymap.imap import IMAPServer
+from pysasl.hashing import BuiltinHash
 
 TLS_DIR = Path(__file__).parent / "data" / "tls"
 CA_FILE = TLS_DIR / "ca.pem"

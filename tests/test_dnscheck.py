@@ -7,10 +7,9 @@ import os
 import shutil
 
 import pytest
-
-from mailer.config import EXAMPLE_CONFIG, Config, DkimConfig
 from dkim.crypto import parse_pem_private_key
 
+from mailer.config import EXAMPLE_CONFIG, Config, DkimConfig
 from mailer.dkim import DkimKey, load_private_key
 from mailer.dnscheck import SPF_LOOKUP_LIMIT, check_sender_dns, make_resolver
 

@@ -55,7 +55,7 @@ def test_a_sep_line_that_cannot_separate_is_refused_before_anything_is_written(m
 
 def test_a_file_mixing_utf8_and_cp1252_is_refused_with_the_first_bad_line(mailer, tmp_path):
     f = tmp_path / "mixed.csv"
-    f.write_bytes("email,first name\njose@example.com,José\nzoe@example.com,Zoë\n".encode("utf-8")
+    f.write_bytes("email,first name\njose@example.com,José\nzoe@example.com,Zoë\n".encode()
                   + "rene@example.com,René\n".encode("cp1252"))
     result = mailer("import", f)
     assert result.exit_code == 2 and f"{f}:4:" in result.stderr and "UTF-8" in result.stderr

@@ -15,9 +15,9 @@ import mailbox
 import re
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import UTC, datetime
 
 import pytest
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -85,8 +85,8 @@ def test_a_folder_rebuilt_by_the_server_is_read_again_and_changes_nothing(imap_s
 
 
 def test_since_searches_by_date_instead_of_the_last_uid(imap_server, store, clock):
-    imap_server.append(sample("remove_me_reply"), when=datetime(2026, 10, 1, tzinfo=timezone.utc))
-    imap_server.append(sample("postfix_dsn_hard"), when=datetime(2026, 11, 25, tzinfo=timezone.utc))
+    imap_server.append(sample("remove_me_reply"), when=datetime(2026, 10, 1, tzinfo=UTC))
+    imap_server.append(sample("postfix_dsn_hard"), when=datetime(2026, 11, 25, tzinfo=UTC))
     summary, reports = run(source(imap_server, since=date(2026, 11, 1)), store, clock)
     assert summary.read == 1 and summary.bounces_hard == 1
     summary, _ = run(source(imap_server, since=date(2026, 9, 1)), store, clock)
@@ -94,8 +94,8 @@ def test_since_searches_by_date_instead_of_the_last_uid(imap_server, store, cloc
 
 
 def test_a_since_run_never_moves_the_position_back(imap_server, store, clock):
-    imap_server.append(sample("postfix_dsn_hard"), when=datetime(2026, 11, 25, tzinfo=timezone.utc))
-    imap_server.append(sample("remove_me_reply"), when=datetime(2026, 10, 1, tzinfo=timezone.utc))
+    imap_server.append(sample("postfix_dsn_hard"), when=datetime(2026, 11, 25, tzinfo=UTC))
+    imap_server.append(sample("remove_me_reply"), when=datetime(2026, 10, 1, tzinfo=UTC))
     run(source(imap_server), store, clock)
     cursor = dict(store.cursors)
     assert next(iter(cursor.values())).endswith(f":{imap_server.uids()[-1]}")

@@ -8,9 +8,8 @@ import stat
 import pytest
 
 from mailer.errors import StoreError
-from mailer.store import MIGRATIONS
 from mailer.models import Subscriber
-from mailer.store import Store, address_hash
+from mailer.store import MIGRATIONS, Store, address_hash
 
 SECRET = b"k" * 32
 NOW = "2026-11-25T15:00:00Z"

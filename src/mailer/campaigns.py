@@ -8,10 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable
 
 from .checks import Check, run_checks
 from .clock import Clock, iso, parse_iso

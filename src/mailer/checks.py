@@ -7,18 +7,18 @@ without) and looks at what a subscriber, a spam filter or the law would see.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from html import unescape
 from html.parser import HTMLParser
-from typing import Mapping
 
 from .clock import Clock
-from .postal import looks_like_postal_address  # noqa: F401  (public here too)
-from .readiness import message_problems
 from .config import Config
 from .content import Content, format_date
 from .errors import MailerError
+from .postal import looks_like_postal_address  # noqa: F401  (public here too)
+from .readiness import message_problems
 from .render import SANDBOX_RULES, CompiledCampaign, compile_campaign, message_zone, sample_subscriber
 from .tokens import verify_token
 

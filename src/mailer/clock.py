@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Callable, Protocol
+from typing import Protocol
 
 
 class Clock(Protocol):

@@ -11,9 +11,10 @@ import codecs
 import csv
 import io
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Sequence
+from typing import IO
 
 from .errors import InputError
 
@@ -352,7 +353,7 @@ class CsvFile:
     def close(self) -> None:
         self._stream.close()
 
-    def __enter__(self) -> "CsvFile":
+    def __enter__(self) -> CsvFile:
         return self
 
     def __exit__(self, *exc) -> None:

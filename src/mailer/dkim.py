@@ -114,7 +114,7 @@ def load_private_key(path: Path) -> DkimKey:
     return found
 
 
-def key_path(config_dkim: "DkimConfig", base_dir: Path | None = None) -> Path:
+def key_path(config_dkim: DkimConfig, base_dir: Path | None = None) -> Path:
     """[dkim] private_key_file as a path; a relative one is relative to the workspace."""
     path = Path(config_dkim.private_key_file).expanduser()
     return path if path.is_absolute() or base_dir is None else base_dir / path
@@ -123,7 +123,7 @@ def key_path(config_dkim: "DkimConfig", base_dir: Path | None = None) -> Path:
 class Signer:
     """Signs rendered messages for one campaign with the [dkim] key, loaded once."""
 
-    def __init__(self, config_dkim: "DkimConfig", domain: str, base_dir: Path | None = None):
+    def __init__(self, config_dkim: DkimConfig, domain: str, base_dir: Path | None = None):
         """Load and check the key of [dkim]; `domain` is the From domain (d=)."""
         selector = config_dkim.selector.strip()
         if not _SELECTOR.fullmatch(selector):
@@ -150,7 +150,7 @@ class Signer:
         return signature + data
 
 
-def signer_for(config: "Config", home: Path | None = None) -> Signer | None:
+def signer_for(config: Config, home: Path | None = None) -> Signer | None:
     """The campaign's Signer when [dkim] is configured, else None (the relay signs)."""
     if not config.dkim.selector:
         return None

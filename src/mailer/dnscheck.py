@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.resolver
@@ -331,7 +332,7 @@ def check_dkim_key(
     return DnsFinding("DKIM", name, short, "pass", f"An RSA key of {bits} bits" + (f", the public half of {key.path.name}." if key else "."))
 
 
-def _dkim_findings(config: "Config", resolver: dns.resolver.Resolver, domain: str, relay: Provider | None, home: Path | None) -> list[DnsFinding]:
+def _dkim_findings(config: Config, resolver: dns.resolver.Resolver, domain: str, relay: Provider | None, home: Path | None) -> list[DnsFinding]:
     if config.dkim.selector:
         try:
             key = load_private_key(key_path(config.dkim, home))
@@ -364,7 +365,7 @@ def _dkim_findings(config: "Config", resolver: dns.resolver.Resolver, domain: st
 # -- all together ------------------------------------------------------------------------
 
 
-def check_sender_dns(config: "Config", resolver: dns.resolver.Resolver | None = None, home: Path | None = None) -> list[DnsFinding]:
+def check_sender_dns(config: Config, resolver: dns.resolver.Resolver | None = None, home: Path | None = None) -> list[DnsFinding]:
     """SPF, DMARC and DKIM of the From domain, judged against the relay in [smtp] host.
 
     `resolver` is a dnspython Resolver (default: the system's, see `make_resolver`);

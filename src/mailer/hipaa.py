@@ -12,7 +12,8 @@ them, `init` shows them.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .providers import FREE_MAIL_DOMAINS, PROVIDERS, providers_for_host
 
@@ -35,7 +36,7 @@ DEFAULT_CONDITION_WORDS: tuple[str, ...] = (
 )
 
 
-def hipaa_problems(config: "Config") -> list[str]:
+def hipaa_problems(config: Config) -> list[str]:
     """Why a HIPAA-covered practice may not send with these settings; [] when it may.
 
     With `[practice] hipaa = true` the relay must be confirmed covered by a business
@@ -94,7 +95,7 @@ def condition_words_in(text: str, words: Iterable[str]) -> list[str]:
     return [w for w in words if w.strip() and _phrase_pattern(w).search(flat)]
 
 
-def condition_warnings(config: "Config", subject: str, list_name: str | None, tags: Iterable[str] = ()) -> list[str]:
+def condition_warnings(config: Config, subject: str, list_name: str | None, tags: Iterable[str] = ()) -> list[str]:
     """Warnings for a campaign whose audience or subject names a health condition.
 
     Only for a HIPAA-covered practice (`[practice] hipaa = true`); the words are

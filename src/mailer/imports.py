@@ -7,14 +7,15 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
-from .files import atomic_writer
 from .csvio import REJECT_COLUMNS, CsvFile, map_columns, neutralise, open_csv
 from .errors import InputError
+from .files import atomic_writer
 from .models import ImportSummary, Reject, Subscriber, Typo
 from .store import Store
 from .typos import suggest_address

@@ -17,9 +17,10 @@ import dataclasses
 import ipaddress
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parseaddr
-from typing import Any, Iterable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .hipaa import condition_warnings, hipaa_problems
@@ -161,7 +162,7 @@ def python_problems() -> list[Problem]:
     )]
 
 
-def private_file_problems(ws: "Workspace") -> list[Problem]:
+def private_file_problems(ws: Workspace) -> list[Problem]:
     """Files holding the list, the key or the password that others on this machine can read."""
     problems = []
     for path, what in ((ws.db_path, "the list"), (ws.secret_path, "the key"), (ws.home / "cron.env", "the password")):
@@ -178,7 +179,7 @@ def private_file_problems(ws: "Workspace") -> list[Problem]:
     return problems
 
 
-def unattended_problems(ws: "Workspace", secret: bytes, environ: Mapping[str, str], clock: "Clock",
+def unattended_problems(ws: Workspace, secret: bytes, environ: Mapping[str, str], clock: Clock,
                         *, resolver: Any = None, dns: bool = True) -> list[Problem]:
     """Everything an unattended run (cron) needs, checked now: `mailer cron --check`.
 

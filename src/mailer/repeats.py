@@ -18,10 +18,10 @@ some of the people the new letter goes to got the earlier one.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from difflib import SequenceMatcher
-from typing import Callable
 
 from .clock import iso
 from .models import Campaign, SentSpan

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime
-from typing import Sequence
+from functools import lru_cache
 
 import idna
 from email_validator import EmailNotValidError, validate_email

@@ -15,9 +15,9 @@ import struct
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import Callable, Sequence
 
 HERE = Path(__file__).parent
 

@@ -10,8 +10,9 @@ import os
 import sqlite3
 import sys
 import webbrowser
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, Mapping, Optional
+from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
@@ -218,13 +219,13 @@ def sub_app(name: str, help: str) -> typer.Typer:
 
 
 # Each module registers its commands on `app` when imported.
-from . import workspace as _workspace  # noqa: E402,F401
-from . import subscribers as _subscribers  # noqa: E402,F401
-from . import render as _render  # noqa: E402,F401
 from . import campaign as _campaign  # noqa: E402,F401
-from . import send as _send  # noqa: E402,F401
 from . import cron as _cron  # noqa: E402,F401
 from . import inbox as _inbox  # noqa: E402,F401
+from . import render as _render  # noqa: E402,F401
+from . import send as _send  # noqa: E402,F401
+from . import subscribers as _subscribers  # noqa: E402,F401
+from . import workspace as _workspace  # noqa: E402,F401
 
 
 def main() -> None:

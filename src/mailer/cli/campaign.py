@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..campaigns import refuse_ended_offers, create_campaign, find_campaign
+from ..campaigns import create_campaign, find_campaign, refuse_ended_offers
 from ..errors import InputError
 from ..lifecycle import CampaignStatus
 from ..models import Campaign, SentSpan

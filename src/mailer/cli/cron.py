@@ -6,23 +6,24 @@ import os
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from ..campaigns import due_campaigns
 from ..checks import Check
+from ..dnscheck import make_resolver
 from ..errors import ExitCode, LockedError, MailerError, SmtpError
+from ..inbox.process import process_inbox
+from ..inbox.sources import imap_source
 from ..lifecycle import CampaignStatus
 from ..lock import WorkspaceLock
-from ..dnscheck import make_resolver
 from ..readiness import private_file_problems, unattended_problems
 from ..runlog import RunLog, last_event
 from ..runner import ChecksFailed, SendPlan, campaign_report, options_from_config, run_campaign
 from ..schedule import local_time_text
-from ..inbox.process import process_inbox
-from ..inbox.sources import imap_source
 from ..send import Event
 from ..store import Store
 from . import AppState, app, state

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-
-from contextlib import ExitStack
 
 from ..errors import ExitCode, InputError
 from ..inbox.process import MessageReport, process_inbox

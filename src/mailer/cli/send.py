@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
@@ -21,7 +22,14 @@ from ..schedule import local_time_text
 from ..send import Event
 from . import AppState, app, state
 from .options import (
-    BatchSizeOpt, ConnectionsOpt, DryRunSendOpt, JsonOpt, LimitOpt, PauseOpt, PerDayOpt, RateOpt,
+    BatchSizeOpt,
+    ConnectionsOpt,
+    DryRunSendOpt,
+    JsonOpt,
+    LimitOpt,
+    PauseOpt,
+    PerDayOpt,
+    RateOpt,
 )
 from .output import Output
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -12,10 +13,8 @@ from ..csvio import EXPORT_COLUMNS, export_row, write_csv
 from ..errors import ExitCode, InputError, NotFound
 from ..files import atomic_writer
 from ..home import forget_files
-from ..imports import import_file, one_row, seekable
-from ..models import STATUSES, ImportSummary, Subscriber
-from ..imports import look_alike
-from ..models import CONSENT_METHODS, HistoryItem, Typo
+from ..imports import import_file, look_alike, one_row, seekable
+from ..models import CONSENT_METHODS, STATUSES, HistoryItem, ImportSummary, Subscriber, Typo
 from ..schedule import shown_time
 from ..store import Store
 from ..validate import InvalidValue, RowDefaults, check_text, normalise_email, parse_lists, parse_tags

@@ -31,12 +31,12 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 from enum import StrEnum
-from typing import Iterable, Iterator
 
 from flufl.bounce import all_failures
 

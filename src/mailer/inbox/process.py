@@ -18,9 +18,10 @@ would do, and changes nothing anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..clock import Clock, iso
 from .classify import Failure, Kind, Verdict, classify

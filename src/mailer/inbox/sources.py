@@ -16,13 +16,13 @@ import os
 import re
 import socket
 import ssl
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Iterator, Mapping, NamedTuple, Protocol
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Protocol
 
 from ..config import InboxConfig
 from ..errors import ConfigError, InputError, MailboxError
-
 
 if TYPE_CHECKING:
     from ..config import Workspace
@@ -461,7 +461,7 @@ def parse_since(text: str) -> date:
         raise InputError(f"--since {text!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-11-01.") from None
 
 
-def imap_source(ws: "Workspace", environ: Mapping[str, str], *, since: date | None = None,
+def imap_source(ws: Workspace, environ: Mapping[str, str], *, since: date | None = None,
                 move_to: str | None = None) -> ImapSource:
     """The IMAP folder of [inbox] in mailer.toml, with its password from the environment."""
     inbox = ws.config.inbox

@@ -20,8 +20,8 @@ produce a line break.
 from __future__ import annotations
 
 from .compile import CompiledCampaign, RenderedMessage, compile_campaign
-from .markdown import markdown_to_text
 from .environment import SANDBOX_RULES
+from .markdown import markdown_to_text
 from .mime import format_address, message_zone
 from .templates import TEMPLATE_FILES, packaged_templates_dir, resolve_templates, templates_in_use
 from .views import sample_subscriber

@@ -15,9 +15,9 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Callable, Mapping
 
 import jinja2
 
@@ -47,7 +47,6 @@ from .mime import (
     unstructured,
 )
 from .views import Lazy, SectionTemplates, SectionView, offer_view, practice_view, sample_subscriber
-
 
 _MAX_URL = 800  # with "?token=..." and "List-Unsubscribe: <...>," still under 998 octets a line
 
@@ -506,7 +505,7 @@ class CompiledCampaign:
     def default_message_id(self, subscriber: Subscriber) -> str:
         """`<hash@sender-domain>`, the same for the same campaign and subscriber (so a retry matches)."""
         who = str(subscriber.id) if subscriber.id is not None else subscriber.email_key or subscriber.email
-        digest = hashlib.sha256(f"{self.sender.id_key}\x00{who}".encode("utf-8")).hexdigest()[:32]
+        digest = hashlib.sha256(f"{self.sender.id_key}\x00{who}".encode()).hexdigest()[:32]
         return f"<{digest}@{self.sender.domain}>"
 
 

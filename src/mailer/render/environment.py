@@ -15,8 +15,9 @@ from __future__ import annotations
 import difflib
 import re
 import secrets
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import jinja2
 from jinja2.runtime import Namespace

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ..errors import NotFound
 from ..lifecycle import NOT_STARTED, CampaignStatus, SubscriberStatus, Transition, campaign_transition, forbidden
@@ -42,7 +43,7 @@ def _in(values: Iterable[str]) -> tuple[str, list[str]]:
 class CampaignStore:
     """Campaigns, read by id or filter, changed only through the lifecycle's transitions."""
 
-    def __init__(self, db: "Store"):
+    def __init__(self, db: Store):
         self.db = db
 
     @property

@@ -6,9 +6,10 @@ import hashlib
 import hmac
 import os
 import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import Busy, Corrupt, DiskFull, MailerError, StoreError
 from .migrations import MIGRATIONS
@@ -92,8 +93,8 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: str):
         from .campaigns import CampaignStore
         from .deliveries import DeliveryStore
-        from .mailbox import MailboxStore
         from .events import EventStore
+        from .mailbox import MailboxStore
         from .subscribers import SubscriberStore
 
         self.conn = conn
@@ -113,7 +114,7 @@ class Store:
     # -- opening --------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike, *, create: bool = True) -> "Store":
+    def open(cls, path: str | os.PathLike, *, create: bool = True) -> Store:
         """Open (and create, migrate) the database; refuse one newer than this code."""
         path = Path(path)
         if not path.exists():
@@ -142,7 +143,7 @@ class Store:
         return store
 
     @classmethod
-    def memory(cls) -> "Store":
+    def memory(cls) -> Store:
         """An empty database in memory, for analysis that must write nothing."""
         conn = sqlite3.connect(MEMORY, isolation_level=None, check_same_thread=False)
         store = cls(conn, MEMORY)
@@ -236,7 +237,7 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -26,7 +26,7 @@ SOFT_BOUNCE, COMPLAINT = "soft-bounce", "complaint"  # from the mailbox loop
 class EventStore:
     """The subscriber_events table."""
 
-    def __init__(self, db: "Store"):
+    def __init__(self, db: Store):
         self.db = db
 
     @property

@@ -25,7 +25,7 @@ S = SubscriberStatus
 class MailboxStore:
     """The store seen from the inbox loop."""
 
-    def __init__(self, db: "Store"):
+    def __init__(self, db: Store):
         self.db = db
 
     @property

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sqlite3
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import NotFound
 from ..lifecycle import SubscriberStatus
@@ -90,7 +91,7 @@ def filters(status: str | None, list_name: str | None, tags: Iterable[str], sear
 class SubscriberStore:
     """The people on the list, and the keyed hashes of those erased."""
 
-    def __init__(self, db: "Store"):
+    def __init__(self, db: Store):
         self.db = db
 
     @property
