@@ -46,6 +46,7 @@ class SmtpConfig:
     password_env: str = "MAILER_SMTP_PASSWORD"
     timeout: float = 30.0  # float defaults: _coerce casts a value to its default's type
     envelope_from: str = ""
+    pipelining: bool = True  # with a server offering PIPELINING: the next message's envelope travels with this one's data
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class SendingConfig:
     timezone: str = ""
     max_lateness: float = 12.0  # hours
     connections: int = 1
+    give_up_after: float = 4.0  # days a temporarily refused message is tried again before it counts as failed
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,7 @@ username = {smtp_username}
 password_env = {smtp_password_env}      # name of the environment variable holding the password
 timeout = {smtp_timeout}                # seconds
 envelope_from = {smtp_envelope_from}    # bounce address for MAIL FROM; "" = from_email
+pipelining = {smtp_pipelining}          # send the next message's envelope with this one's data when the server allows
 
 [sending]
 batch_size = {sending_batch_size}       # messages per connection before a pause
@@ -284,6 +287,7 @@ per_day = {sending_per_day}             # daily cap (e.g. 500 for Gmail); 0 = no
 timezone = {sending_timezone}           # e.g. "America/New_York"; "" = this machine's
 max_lateness = {sending_max_lateness}   # hours; a scheduled campaign later than this waits for a human
 connections = {sending_connections}     # SMTP connections at once; most relays want 1
+give_up_after = {sending_give_up_after} # days a temporarily refused message is tried again, then failed
 
 [unsubscribe]
 mailto = {unsubscribe_mailto}           # always offered; "" = from_email
@@ -298,6 +302,8 @@ def render_config(config: Config) -> str:
         for key, value in dataclasses.asdict(getattr(config, section)).items():
             if isinstance(value, str):
                 values[f"{section}_{key}"] = _q(value)
+            elif isinstance(value, bool):
+                values[f"{section}_{key}"] = "true" if value else "false"
             elif isinstance(value, float) and value.is_integer():
                 values[f"{section}_{key}"] = str(int(value))
             else:

@@ -95,6 +95,7 @@ class Store:
 
         self.conn = conn
         self.path = path
+        self._synced = True  # PRAGMA synchronous is FULL (every commit synced to disk)
         conn.row_factory = sqlite3.Row
         self.subscribers: SubscriberStore = SubscriberStore(self)
         self.campaigns: CampaignStore = CampaignStore(self)
@@ -242,8 +243,12 @@ class Store:
         return translate_error(exc, self.path)
 
     @contextmanager
-    def transaction(self, commit: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, commit: bool = True, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (or when commit is False).
+
+        `synced=False` commits without waiting for the disk (WAL with synchronous NORMAL):
+        the change survives the death of the process, not a power cut. Only the send
+        engine's hand-over uses it, and the lifecycle says how a crash is read then.
 
         SQLite errors leave as DiskFull, Busy, Corrupt or StoreError. When SQLite has
         already rolled back by itself (a full disk does that), the failed ROLLBACK is not
@@ -251,6 +256,9 @@ class Store:
         """
         c = self.conn
         try:
+            if synced != self._synced and not self.in_memory:
+                c.execute("PRAGMA synchronous = " + ("FULL" if synced else "NORMAL"))
+                self._synced = synced
             c.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
