@@ -27,6 +27,7 @@ from __future__ import annotations
 import queue
 import random
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta
@@ -99,7 +100,8 @@ class DeliveryLog(Protocol):
     def next_batch(self, limit: int, now: str) -> list[Delivery]: ...
     def still_sending(self) -> bool: ...
     def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]: ...
-    def reserve(self, marks: list[tuple[Delivery, str]], now: str, finish: list[Outcome]) -> None: ...
+    def reserve(self, marks: list[tuple[Delivery, str]], now: str, finish: list[Outcome]) -> Callable[[], None]:
+        """Mark messages 'sending'; returns a wait() that returns once the marks are on disk."""
     def hand_over(self, delivery: Delivery, now: str, finish: list[Outcome]) -> None: ...
     def record(self, outcomes: list[Outcome]) -> None: ...
     def unreserve(self, deliveries: list[Delivery], now: str) -> None: ...
@@ -142,15 +144,18 @@ class StoreLog:
     def still_sending(self) -> bool:
         """False once someone else has cancelled or paused the campaign while we were sending."""
         with self.lock:
-            return self.store.campaigns.require(self.campaign.id).status == CampaignStatus.SENDING
+            return self.store.campaigns.status(self.campaign.id) == CampaignStatus.SENDING
 
     def subscribers(self, batch: list[Delivery]) -> dict[int, Subscriber]:
         with self.lock:
             return self.store.subscribers.by_ids([d.subscriber_id for d in batch if d.subscriber_id is not None])
 
-    def reserve(self, marks: list[tuple[Delivery, str]], now: str, finish: list[Outcome]) -> None:
+    def reserve(self, marks: list[tuple[Delivery, str]], now: str, finish: list[Outcome]) -> Callable[[], None]:
         with self.lock:
-            self.deliveries.reserve([(d.id, mid) for d, mid in marks], now, finish=finish)
+            # Committed without waiting for the disk, then synced in the background: the
+            # connections go on committing hand-overs meanwhile.
+            self.deliveries.reserve([(d.id, mid) for d, mid in marks], now, finish=finish, synced=False)
+            return self.store.sync_soon()
 
     def hand_over(self, delivery: Delivery, now: str, finish: list[Outcome]) -> None:
         with self.lock:
@@ -240,8 +245,9 @@ class AudienceLog:
         with self.lock:
             return self.store.subscribers.by_ids([d.subscriber_id for d in batch if d.subscriber_id is not None])
 
-    def reserve(self, marks: list[tuple[Delivery, str]], now: str, finish: list[Outcome]) -> None:
+    def reserve(self, marks: list[tuple[Delivery, str]], now: str, finish: list[Outcome]) -> Callable[[], None]:
         self.record(finish)
+        return lambda: None
 
     def hand_over(self, delivery: Delivery, now: str, finish: list[Outcome]) -> None:
         self.record(finish)
@@ -299,6 +305,7 @@ class _Shared:
         self.next_slot = 0.0
         self.consecutive_failures = 0
         self.day: datetime | None = None
+        self.day_end: datetime | None = None
         self.day_count = 0
         self.quota_today = False
         self.reserved = 0  # marked 'sending' ahead, not yet handed over (all connections)
@@ -317,8 +324,10 @@ class _Work:
     message_id: str
     tries: int = 0  # temporary refusals so far in this run
     counted: bool = False  # counted against --limit and the daily cap (at its first hand-over)
-    reserved: bool = True  # counted in the run's reservations (until its first hand-over or its release)
+    marked: bool = False  # marked 'sending' on disk in this run
+    reserved: bool = False  # counted in the run's reservations (from its mark to its first hand-over or release)
     handed: bool = False  # its hand-over is committed and its reply is not
+    on_disk: Callable[[], None] = lambda: None  # returns once its 'sending' mark is synced
     unhanded_reply: bool = False  # the reply being settled refused its envelope (no hand-over this try)
 
     @property
@@ -357,14 +366,31 @@ class CampaignSender:
         self.campaign_key = campaign_key
         self.rng = rng or random.Random()
         self.shared = _Shared()
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.Queue = queue.Queue()  # lists of events from the connections; None: one has ended
+        self._held: list[Event] = []
+        self._held_since = 0.0
+        self._held_lock = threading.Lock()
 
     @property
     def result(self) -> SendResult:
         return self.shared.result
 
     def emit(self, event: Event) -> None:
-        self._events.put(event)
+        """Pass an event on; progress ("delivery") is passed in bunches, at most 20 a second:
+        waking the reading thread for each message would cost the sending one its time."""
+        now = time.monotonic()
+        with self._held_lock:
+            self._held.append(event)
+            if event.kind == "delivery" and now - self._held_since < 0.05:
+                return
+            held, self._held, self._held_since = self._held, [], now
+        self._events.put(held)
+
+    def _flush_events(self) -> None:
+        with self._held_lock:
+            held, self._held = self._held, []
+        if held:
+            self._events.put(held)
 
     def stop(self, why: str, **flags: bool) -> bool:
         """End the run for every connection (the first reason is kept); True if this call stopped it."""
@@ -396,6 +422,7 @@ class CampaignSender:
                 with self.shared.lock:
                     if not (connection.retired or connection.finished):
                         self.shared.live -= 1
+                self._flush_events()
                 self._events.put(None)
 
         threads = [threading.Thread(target=work, args=(c,), name=f"smtp-{c.number}", daemon=True) for c in connections]
@@ -405,11 +432,11 @@ class CampaignSender:
         finished = False
         try:
             while running:
-                event = self._events.get()
-                if event is None:
+                events = self._events.get()
+                if events is None:
                     running -= 1
                 else:
-                    yield event
+                    yield from events
             finished = True
         finally:
             if not finished:  # Ctrl-C, or a reader that stopped early: each connection finishes the
@@ -418,11 +445,12 @@ class CampaignSender:
                 t.join()
             if self.shared.orphans:  # left by a refused connection when the others had stopped
                 orphans, self.shared.orphans = self.shared.orphans, []
-                self.log.unreserve([o.ref.delivery for o in orphans], iso(self.clock.now()))
+                self.log.unreserve([o.ref.delivery for o in orphans if o.ref.marked], iso(self.clock.now()))
+        self._flush_events()
         while not self._events.empty():
-            event = self._events.get()
-            if event is not None:
-                yield event
+            events = self._events.get()
+            if events is not None:
+                yield from events
         if errors:
             raise errors[0]
 
@@ -455,6 +483,8 @@ class _Connection:
         self.options = sender.options
         self.number = number
         self.ready: deque[Outgoing] = deque()  # reserved (marked 'sending' on disk), not yet submitted
+        self.prepared: deque[Outgoing] = deque()  # rendered, not yet marked (still pending on disk)
+        self.fetched: deque[tuple[Delivery, Subscriber | None]] = deque()  # taken from the list, not rendered
         self.later: list[Outgoing] = []  # refused for now: submitted again after a wait
         self.later_wait = 0.0
         self.settled: list[Outcome] = []  # decided, committed with the next hand-over or before a wait
@@ -523,9 +553,13 @@ class _Connection:
 
     def _refresh_day(self) -> datetime:
         # Called with the shared lock held.
-        start = day_start(self.clock.now(), self.options.timezone)
+        now = self.clock.now()
+        if self.shared.day is not None and self.shared.day_end is not None and now < self.shared.day_end:
+            return self.shared.day
+        start = day_start(now, self.options.timezone)
         if start != self.shared.day:  # first message, or midnight passed during the run
             self.shared.day = start
+            self.shared.day_end = day_start(start + timedelta(hours=36), self.options.timezone)
             self.shared.day_count = self.log.attempted_since(iso(start)) if self.options.per_day else 0
             self.shared.quota_today = self.log.quota_reached_on() == iso(start)
         return start
@@ -596,8 +630,10 @@ class _Connection:
                     self.retired = True
                     self.shared.live -= 1
                     self.shared.result.connections_refused += 1
-                    self.shared.orphans.extend(self.ready)  # already marked and rendered: another sends them
+                    # Already rendered (and marked): another connection sends them.
+                    self.shared.orphans.extend([*self.ready, *self.prepared])
                     self.ready.clear()
+                    self.prepared.clear()
                     left = self.shared.live
             if others:
                 self._emit("notice", f"The SMTP server refused connection {self.number} ({err.message}); "
@@ -656,7 +692,7 @@ class _Connection:
 
     def _loop(self) -> None:
         while True:
-            self._top_up()  # render and reserve while the network carries what was just written
+            self._top_up()  # the next message rendered and marked 'sending' on disk
             self._collect()  # the replies owed (and the hand-over of the next data)
             self._act()
             if self._stopped() or self.retired:
@@ -666,7 +702,7 @@ class _Connection:
                 self._act()
                 if self._stopped() or self.retired:
                     return
-                if not self.ready and not self._adopt_or_finish():
+                if not self.ready and not self.prepared and not self._adopt_or_finish():
                     return
                 continue
             item = self.ready[0]
@@ -679,47 +715,49 @@ class _Connection:
                 self._lost(exc)
                 continue
             self.in_batch += 1
+            self._render_ahead()  # while the network carries what was just written
+
+    def _adopt(self) -> bool:
+        """Take what a refused connection left; called with the shared lock held."""
+        if not self.shared.orphans:
+            return False
+        for item in self.shared.orphans:
+            (self.ready if item.ref.marked else self.prepared).append(item)
+        self.shared.orphans = []
+        return True
 
     def _adopt_or_finish(self) -> bool:
         """Take what a refused connection left (True), or finish: nothing more for this one."""
         with self.shared.lock:
-            if self.shared.orphans:
-                self.ready.extend(self.shared.orphans)
-                self.shared.orphans = []
+            if self._adopt():
                 return True
             self.finished = True
             self.shared.live -= 1
             return False
 
-    def _top_up(self) -> None:
-        """Make sure the next message is ready: rendered, and marked 'sending' on disk."""
-        if self.ready or self.later or self._stopped() or self.retired:
-            return
-        with self.shared.lock:
-            if self.shared.orphans:
-                self.ready.extend(self.shared.orphans)
-                self.shared.orphans = []
-                return
+    def _ahead(self) -> int:
+        """Messages rendered and marked ahead of the wire: one at a time under a rate."""
+        return 1 if self.options.rate > 0 else self.options.reserve
+
+    def _planned(self) -> int:
+        return self.in_batch + len(self.ready) + len(self.prepared) + len(self.fetched)
+
+    def _fetch(self, want: int) -> bool:
+        """Take the next rows of the list, and their people as they stand now (after any pause)."""
         o = self.options
-        room = self._room()
-        if room <= 0:
-            # The other connections hold what is left under the cap (this one has nothing to
-            # do), or the cap is reached: only a run with more to send is said to stop for it.
-            reason = self._cap(take=False)
-            if reason and self.log.next_batch(1, self._now()):
-                if self.s.stop(reason, quota_left=True):
-                    self._emit("stop", f"Stopped: {reason}; the rest waits for the next run.")
-            return
-        fresh = self.in_batch >= o.batch_size
-        want = 1 if o.rate > 0 else o.reserve
-        want = min(want, o.batch_size - (0 if fresh else self.in_batch), room)
+        fresh = self.in_batch >= o.batch_size and not (self.ready or self.prepared or self.fetched)
+        if not fresh:
+            want = min(want, o.batch_size - self._planned())
+        if want <= 0:
+            return False
         rows = self.log.next_batch(want, self._now())
         if not rows:
-            return
-        if fresh:  # only now, so a run never ends on a pause
+            return False
+        if fresh:  # only now that there is more, so a run never ends on a pause
             self._drain()
             if self._stopped():
-                return
+                self._give_back(rows)
+                return False
             self._disconnect()
             self.in_batch = 0
             if o.pause > 0:
@@ -727,17 +765,62 @@ class _Connection:
                 self._sleep(o.pause)
                 if not self.log.still_sending():  # cancelled or paused during the pause
                     self.retired = True  # the rows taken stay pending
-                    return
-        people = self.log.subscribers(rows)  # as they stand now: after any pause
-        items = []
-        for d in rows:
-            item = self._prepare(d, people.get(d.subscriber_id) if d.subscriber_id is not None else None)
+                    return False
+        people = self.log.subscribers(rows)  # read now: an unsubscribe during the pause counts
+        self.fetched.extend((d, people.get(d.subscriber_id) if d.subscriber_id is not None else None) for d in rows)
+        return True
+
+    def _give_back(self, rows: list[Delivery]) -> None:
+        pass  # still pending on disk: the next run takes them
+
+    def _render_one(self) -> bool:
+        """Render the next message of the batch into `prepared`; False when there is none."""
+        while True:
+            if not self.fetched and not self._fetch(self._ahead()):
+                return False
+            d, sub = self.fetched.popleft()
+            item = self._prepare(d, sub)
             if item is not None:
-                items.append(item)
+                self.prepared.append(item)
+                return True
+
+    def _render_ahead(self) -> None:
+        """One message rendered while the network carries the last group (none past the batch)."""
+        if self._stopped() or self.retired or len(self.ready) + len(self.prepared) >= self._ahead():
+            return
+        if self.fetched or self._planned() < self.options.batch_size:
+            self._render_one()
+
+    def _top_up(self) -> None:
+        """Make sure the next message is ready: rendered, and marked 'sending' on disk."""
+        if self.ready or self.later or self._stopped() or self.retired:
+            return
+        with self.shared.lock:
+            if self._adopt() and self.ready:
+                return
+        room = self._room()
+        if room <= 0:
+            # The other connections hold what is left under the cap (this one has nothing to
+            # do), or the cap is reached: only a run with more to send is said to stop for it.
+            reason = self._cap(take=False)
+            if reason and (self.prepared or self.fetched or self.log.next_batch(1, self._now())):
+                if self.s.stop(reason, quota_left=True):
+                    self._emit("stop", f"Stopped: {reason}; the rest waits for the next run.")
+            return
+        want = min(self._ahead(), room)
+        while len(self.prepared) < want and self._render_one():
+            pass
+        if self.retired or self._stopped():
+            return
+        items = [self.prepared.popleft() for _ in range(min(want, len(self.prepared)))]
         if items:
-            self.log.reserve([(i.ref.delivery, i.ref.message_id) for i in items], self._now(), self._take_settled())
+            synced = self.log.reserve([(i.ref.delivery, i.ref.message_id) for i in items], self._now(),
+                                      self._take_settled())
             with self.shared.lock:
                 self.shared.reserved += len(items)
+            for i in items:
+                i.ref.marked = i.ref.reserved = True
+                i.ref.on_disk = synced
             self.ready.extend(items)
 
     def _prepare(self, d: Delivery, sub: Subscriber | None) -> Outgoing | None:
@@ -776,6 +859,7 @@ class _Connection:
         self._wait_for_hold()
         if self._stopped() or not self._connect():
             return False
+        work.on_disk()  # its 'sending' mark synced before a byte of it goes out (long done, as a rule)
         if item.envelope.smtputf8 and not self.s.sender_utf8 and not self.transport.smtputf8:
             self.ready.popleft()
             self._unreserved(work)

@@ -282,6 +282,10 @@ class SmtpTransport:
             ) from None
         self._smtp = smtp
         assert smtp.sock is not None
+        try:  # each write is a whole group, answered before the next: never held back by Nagle
+            smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         self._file = smtp.file if smtp.file is not None else smtp.sock.makefile("rb")
         self._smtputf8 = smtp.has_extn("smtputf8")
         self._pipelining = smtp.has_extn("pipelining")

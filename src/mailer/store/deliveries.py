@@ -164,11 +164,14 @@ class DeliveryStore:
             subscribers.reached(d.subscriber_id)
 
     def reserve(self, marks: Sequence[tuple[int, str]], now: str, *, finish: Sequence[Outcome] = (),
-                boot: str | None = None) -> None:
-        """pending -> sending for the next messages (id, Message-ID), in one commit synced to disk
-        before anything of them is written; the outcomes in `finish` go in the same commit."""
+                boot: str | None = None, synced: bool = True) -> None:
+        """pending -> sending for the next messages (id, Message-ID), in one commit that must be
+        on disk before anything of them is written; the outcomes in `finish` go in the same commit.
+
+        With synced=False the caller makes it durable with `Store.sync_soon()` before it writes.
+        """
         boot = current_boot() if boot is None else boot
-        with self.db.transaction():
+        with self.db.transaction(synced=synced):
             for outcome in finish:
                 self._record(outcome)
             for delivery_id, message_id in marks:
