@@ -430,6 +430,8 @@ class SmtpServer:
             self.connections += 1
             number = self.connections
             busy = self.max_connections is not None and self.open_connections >= self.max_connections
+            if not busy and not self.hang:
+                self.open_connections += 1  # here, not in connection_made: several may be accepted at once
         if self.hang:
             return _Silent(self._transports)
         if busy:
@@ -533,8 +535,6 @@ class _Connection(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.test_server._transports.add(transport)
-        with self.test_server._lock:
-            self.test_server.open_connections += 1
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:

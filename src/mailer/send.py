@@ -310,7 +310,8 @@ class _Shared:
         self.quota_today = False
         self.reserved = 0  # marked 'sending' ahead, not yet handed over (all connections)
         self.hold_until = 0.0  # monotonic: no connection sends before this (a rate or reputation reply)
-        self.holds = 0  # rate or reputation replies since the last message went through
+        self.holds = 0  # rate or reputation replies since a message sent after the last of them went through
+        self.hold_epoch = 0  # counts rate or reputation replies
         self.live = 0  # connections still working (not retired, not finished)
         self.orphans: list[Outgoing] = []  # marked 'sending' by a connection the relay refused: for the others
 
@@ -327,6 +328,7 @@ class _Work:
     marked: bool = False  # marked 'sending' on disk in this run
     reserved: bool = False  # counted in the run's reservations (from its mark to its first hand-over or release)
     handed: bool = False  # its hand-over is committed and its reply is not
+    epoch: int = 0  # rate or reputation replies before its envelope went out
     on_disk: Callable[[], None] = lambda: None  # returns once its 'sending' mark is synced
     unhanded_reply: bool = False  # the reply being settled refused its envelope (no hand-over this try)
 
@@ -544,10 +546,11 @@ class _Connection:
                 "the rest is left pending so the list is not burnt."
             )
 
-    def _success(self) -> None:
+    def _success(self, work: _Work) -> None:
         with self.shared.lock:
             self.shared.consecutive_failures = 0
-            self.shared.holds = 0
+            if work.epoch == self.shared.hold_epoch:  # sent after the last rate reply: the relay lets us go on
+                self.shared.holds = 0
 
     # -- the caps ------------------------------------------------------------------------
 
@@ -860,6 +863,7 @@ class _Connection:
         if self._stopped() or not self._connect():
             return False
         work.on_disk()  # its 'sending' mark synced before a byte of it goes out (long done, as a rule)
+        work.epoch = self.shared.hold_epoch
         if item.envelope.smtputf8 and not self.s.sender_utf8 and not self.transport.smtputf8:
             self.ready.popleft()
             self._unreserved(work)
@@ -944,7 +948,7 @@ class _Connection:
         if kind == Kind.SENT:
             self._settle(work, D.SENT, text)
             self._count(D.SENT)
-            self._success()
+            self._success(work)
             self._emit("delivery", f"{work.email}: sent", work, D.SENT)
         elif kind in (Kind.BOUNCED, Kind.FAILED):
             status = D.BOUNCED if kind == Kind.BOUNCED else D.FAILED
@@ -1005,18 +1009,30 @@ class _Connection:
         self._failure(reply)
 
     def _rate(self, item: Outgoing, reply: Reply) -> None:
-        """The relay limits how fast we send: every connection waits, longer each time, then goes on."""
+        """The relay limits how fast we send: every connection waits, longer each time, then goes on.
+
+        Only a reply to a message sent after the last such reply counts as the relay saying
+        it again: the other connections' messages already on their way get the same answer.
+        """
+        work: _Work = item.ref
         with self.shared.lock:
-            self.shared.holds += 1
+            again = work.epoch == self.shared.hold_epoch
+            if again:
+                self.shared.holds += 1
+                self.shared.hold_epoch += 1
             k = self.shared.holds
             wait = self.options.hold * (2 ** (k - 1))
-            if k <= self.options.retries:
+            if again and k <= self.options.retries:
                 self.shared.hold_until = max(self.shared.hold_until, self.clock.monotonic() + wait)
-        work: _Work = item.ref
+        work.tries += 1
+        if k <= self.options.retries and work.tries > self.options.retries:
+            self._defer(work, reply)  # the relay lets the others through, not this one: a later run tries it
+            return
         if k <= self.options.retries:
             self._try_later(item, reply, 0.0)
-            self._emit("retry", f"The relay is limiting how fast we send ({reply}); every connection waits "
-                                f"{wait:g} s, then {work.email} is tried again.", work)
+            if again:
+                self._emit("retry", f"The relay is limiting how fast we send ({reply}); every connection waits "
+                                    f"{wait:g} s, then {work.email} is tried again.", work)
             return
         self._settle(work, D.PENDING, str(reply))
         reason = f"the relay kept limiting how fast we send ({reply})"
