@@ -287,7 +287,7 @@ per_day = {sending_per_day}             # daily cap (e.g. 500 for Gmail); 0 = no
 timezone = {sending_timezone}           # e.g. "America/New_York"; "" = this machine's
 max_lateness = {sending_max_lateness}   # hours; a scheduled campaign later than this waits for a human
 connections = {sending_connections}     # SMTP connections at once; most relays want 1
-give_up_after = {sending_give_up_after} # days a temporarily refused message is tried again, then failed
+give_up_after = {sending_give_up_after}       # days a temporarily refused message is tried again, then failed
 
 [unsubscribe]
 mailto = {unsubscribe_mailto}           # always offered; "" = from_email

@@ -314,6 +314,7 @@ class _Shared:
         self.hold_epoch = 0  # counts rate or reputation replies
         self.live = 0  # connections still working (not retired, not finished)
         self.orphans: list[Outgoing] = []  # marked 'sending' by a connection the relay refused: for the others
+        self.paused_campaign = False
 
 
 @dataclass(eq=False)
@@ -372,6 +373,7 @@ class CampaignSender:
         self._held: list[Event] = []
         self._held_since = 0.0
         self._held_lock = threading.Lock()
+        self.wake = threading.Event()  # set when the run stops: no connection waits any longer
 
     @property
     def result(self) -> SendResult:
@@ -403,7 +405,8 @@ class CampaignSender:
                 r.stopped = why
             for k, v in flags.items():
                 setattr(r, k, v)
-            return first
+        self.wake.set()
+        return first
 
     def run(self) -> Iterator[Event]:
         """Send until the list, the caps or the server says stop."""
@@ -496,6 +499,7 @@ class _Connection:
         self.finished = False  # found nothing more to do (no longer counted as live)
         self.in_batch = 0
         self.reconnects = 0  # in a row, without a reply in between
+        self.busy_tries = 0  # greeted with 421 in a row while no other connection was left
         self.pause_reason = ""
         self.quota_day = ""
         self.fatal: MailerError | None = None
@@ -532,9 +536,9 @@ class _Connection:
             self.log.record(self._take_settled())
 
     def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
+        if seconds > 0 and not self._stopped():  # a stop (even Ctrl-C) cuts any wait short
             self._flush()
-            self.clock.sleep(seconds)
+            self.clock.sleep(seconds, self.s.wake)
 
     def _failure(self, reply: Reply | str) -> None:
         with self.shared.lock:
@@ -643,10 +647,10 @@ class _Connection:
                                      f"going on with {left} connection(s) for the rest of the run.")
                 return False
             # The only connection left: the others may just have closed, so wait and try again.
-            self.reconnects += 1
-            if self.reconnects <= self.options.reconnects:
+            self.busy_tries += 1
+            if self.busy_tries <= self.options.reconnects:
                 self._emit("reconnect", f"{err.message} Trying again.")
-                self._backoff(self.reconnects)
+                self._backoff(self.busy_tries)
                 return False
             if not self.opened:
                 raise
@@ -658,7 +662,7 @@ class _Connection:
             self._server_gone(err.message)
             return False
         self.connected = self.opened = True
-        self.in_batch = 0
+        self.in_batch = self.busy_tries = 0
         if self.s.sender_utf8 and not self.transport.smtputf8:
             raise ConfigError(
                 f"The envelope sender {self.s.sender} has non-ASCII characters before the @, and the SMTP "
@@ -688,6 +692,7 @@ class _Connection:
         try:
             self._loop()
             self._drain()
+            self._act()  # what the last replies asked for (a paused campaign, a login error)
         except BaseException:
             self._end_abruptly()
             raise
@@ -759,8 +764,7 @@ class _Connection:
         if fresh:  # only now that there is more, so a run never ends on a pause
             self._drain()
             if self._stopped():
-                self._give_back(rows)
-                return False
+                return False  # the rows taken stay pending
             self._disconnect()
             self.in_batch = 0
             if o.pause > 0:
@@ -772,9 +776,6 @@ class _Connection:
         people = self.log.subscribers(rows)  # read now: an unsubscribe during the pause counts
         self.fetched.extend((d, people.get(d.subscriber_id) if d.subscriber_id is not None else None) for d in rows)
         return True
-
-    def _give_back(self, rows: list[Delivery]) -> None:
-        pass  # still pending on disk: the next run takes them
 
     def _render_one(self) -> bool:
         """Render the next message of the batch into `prepared`; False when there is none."""
@@ -903,8 +904,12 @@ class _Connection:
             self.quota_day = ""
         if self.pause_reason:
             self._flush()
-            self.log.pause(self.pause_reason)
-            self.pause_reason = ""
+            reason, self.pause_reason = self.pause_reason, ""
+            with self.shared.lock:  # one connection pauses the campaign; the others' reasons are the same story
+                first = not self.shared.paused_campaign
+                self.shared.paused_campaign = True
+            if first:
+                self.log.pause(reason)
         if self.fatal is not None:
             self._flush()
             raise self.fatal
@@ -965,8 +970,8 @@ class _Connection:
         elif kind == Kind.POLICY:
             self._settle(work, D.PENDING, text)
             reason = f"the server refused the message as a matter of policy ({reply})"
-            if self.s.stop(f"Campaign paused: {reason}. Nobody was marked bounced.", paused=True):
-                self.pause_reason = reason
+            self.s.stop(f"Campaign paused: {reason}. Nobody was marked bounced.", paused=True)
+            self.pause_reason = self.pause_reason or reason
             self._emit("stop", self.shared.result.stopped, work, D.PENDING)
         else:  # Kind.AUTH
             self._settle(work, D.PENDING, text)
@@ -1036,9 +1041,9 @@ class _Connection:
             return
         self._settle(work, D.PENDING, str(reply))
         reason = f"the relay kept limiting how fast we send ({reply})"
-        if self.s.stop(f"Campaign paused: {reason}. The rest is left pending; `mailer send` continues it "
-                       "when the relay allows more.", paused=True):
-            self.pause_reason = reason
+        self.s.stop(f"Campaign paused: {reason}. The rest is left pending; `mailer send` continues it "
+                    "when the relay allows more.", paused=True)
+        self.pause_reason = self.pause_reason or reason
         self._emit("stop", self.shared.result.stopped, work, D.PENDING)
 
     def _quota(self, work: _Work, reply: Reply) -> None:

@@ -322,7 +322,6 @@ class SmtpTransport:
         # Encoded before anything is written: an address that cannot be sent raises with
         # nothing of this message (or of the one before it) on the wire.
         mail, rcpt = self._mail(item.envelope), self._rcpt(item.envelope)
-        item.wire = item.wire or dot_stuff(item.data) + b".\r\n"
         if self._across:
             if self._owed:  # the next envelope may only follow the 354 of the one before
                 self.collect(listener)
@@ -337,7 +336,10 @@ class SmtpTransport:
             owe += [("mail", item), ("rcpt", item), ("dataverb", item)]
             self._write(parts, data_item, item)
             self._owed.extend(owe)
-        elif self._pipelining:
+            item.wire = item.wire or dot_stuff(item.data) + b".\r\n"  # ready for the next write, off the critical path
+            return
+        item.wire = item.wire or dot_stuff(item.data) + b".\r\n"
+        if self._pipelining:
             parts, owe = self._rset_if_needed()
             self._write(parts + [mail + rcpt + b"DATA\r\n"], None, item)
             self._owed.extend(owe + [("mail", item), ("rcpt", item), ("dataverb", item)])
