@@ -789,11 +789,15 @@ class _Connection:
                 return True
 
     def _render_ahead(self) -> None:
-        """One message rendered while the network carries the last group (none past the batch)."""
-        if self._stopped() or self.retired or len(self.ready) + len(self.prepared) >= self._ahead():
+        """While the network carries the last group: render one message more (none past the batch),
+        and mark the next helping before this one runs out, so that its disk sync is done by then."""
+        if self._stopped() or self.retired:
             return
-        if self.fetched or self._planned() < self.options.batch_size:
+        ahead = self._ahead()
+        if len(self.ready) + len(self.prepared) < 2 * ahead and (self.fetched or self._planned() < self.options.batch_size):
             self._render_one()
+        if len(self.ready) <= ahead and len(self.prepared) >= ahead:
+            self._mark(min(ahead, self._room()))
 
     def _top_up(self) -> None:
         """Make sure the next message is ready: rendered, and marked 'sending' on disk."""
@@ -814,18 +818,22 @@ class _Connection:
         want = min(self._ahead(), room)
         while len(self.prepared) < want and self._render_one():
             pass
-        if self.retired or self._stopped():
+        if not (self.retired or self._stopped()):
+            self._mark(want)
+
+    def _mark(self, count: int) -> None:
+        """Mark up to `count` rendered messages 'sending' (one commit, synced in the background)."""
+        items = [self.prepared.popleft() for _ in range(min(count, len(self.prepared)))]
+        if not items:
             return
-        items = [self.prepared.popleft() for _ in range(min(want, len(self.prepared)))]
-        if items:
-            synced = self.log.reserve([(i.ref.delivery, i.ref.message_id) for i in items], self._now(),
-                                      self._take_settled())
-            with self.shared.lock:
-                self.shared.reserved += len(items)
-            for i in items:
-                i.ref.marked = i.ref.reserved = True
-                i.ref.on_disk = synced
-            self.ready.extend(items)
+        synced = self.log.reserve([(i.ref.delivery, i.ref.message_id) for i in items], self._now(),
+                                  self._take_settled())
+        with self.shared.lock:
+            self.shared.reserved += len(items)
+        for i in items:
+            i.ref.marked = i.ref.reserved = True
+            i.ref.on_disk = synced
+        self.ready.extend(items)
 
     def _prepare(self, d: Delivery, sub: Subscriber | None) -> Outgoing | None:
         """The message for one delivery, or None when it is skipped or cannot be made (recorded at once)."""
