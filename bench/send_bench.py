@@ -3,7 +3,7 @@ and through a delay line that gives the relay a real round trip.
 
     python bench/send_bench.py                        # loopback: 3,000 recipients, 1 and 4 connections
     python bench/send_bench.py --rtt-ms 20 --rtt-ms 50 # through a delay line (and loopback with --rtt-ms 0)
-    python bench/send_bench.py --rtt-ms 20 --repeat 5 --seconds 10
+    python bench/send_bench.py --rtt-ms 20 --repeat 5 --seconds 10 --unpipelined
 
 Every figure is measured --repeat times; the best and the spread (worst..best) are printed,
 each beside a bare loop measured in the same invocation: the machine may be shared, so
@@ -33,7 +33,6 @@ import queue
 import shutil
 import smtplib
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -228,15 +227,21 @@ def workspace(root: Path, recipients: int) -> Path:
     return home
 
 
-def point(home: Path, port: int) -> None:
+def point(home: Path, port: int, pipelining: bool = True) -> None:
     toml = home / "mailer.toml"
-    lines = [f"port = {port}" if line.startswith("port = ") else line for line in toml.read_text().splitlines()]
+    lines = []
+    for line in toml.read_text().splitlines():
+        if line.startswith("port = "):
+            line = f"port = {port}"
+        elif line.startswith("pipelining = "):
+            line = f"pipelining = {'true' if pipelining else 'false'}"
+        lines.append(line)
     toml.write_text("\n".join(lines) + "\n")
 
 
-def mailer_send(home: Path, port: int, connections: int) -> tuple[float, int]:
+def mailer_send(home: Path, port: int, connections: int, pipelining: bool = True) -> tuple[float, int]:
     """Seconds for mailer to send a fresh campaign to everyone on the list; (seconds, rows marked sent)."""
-    point(home, port)
+    point(home, port, pipelining)
     ws = open_workspace(home)
     clock = SystemClock()
     with Store.open(ws.db_path) as store:
@@ -282,6 +287,8 @@ def main() -> None:
     parser.add_argument("--recipients", type=int, help="recipients per mailer run (default: ~--seconds at the limit; 3,000 on loopback)")
     parser.add_argument("--seconds", type=float, default=6.0, help="aim for runs this long through the delay line")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each figure (best and spread are shown)")
+    parser.add_argument("--unpipelined", action="store_true",
+                        help="also mailer with [smtp] pipelining = false (one message at a time: 2 round trips)")
     parser.add_argument("--delay-line", nargs=3, metavar=("LISTEN", "TARGET", "ONE_WAY_S"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.delay_line:
@@ -310,17 +317,23 @@ def main() -> None:
                     recipients = [f"patient{i}@example.com" for i in range(n)]
                     home = home_for(n)
                     print(f" {c} connection(s)" + (f", limit {limit:,.0f} msg/s" if limit else "") + f", {n:,} recipients")
-                    bare = measured(args.repeat, lambda: (bare_loop(port, message, recipients[:bare_n], c), bare_n))
+                    bare = measured(args.repeat, lambda r=recipients[:bare_n], c=c: (bare_loop(port, message, r, c), len(r)))
                     show("bare smtplib loop (pre-built message)", *bare, limit, None)
-                    alone = measured(args.repeat, lambda: (transport_loop(port, message, recipients, c), n))
+                    alone = measured(args.repeat, lambda r=recipients, c=c: (transport_loop(port, message, r, c), len(r)))
                     show("transport alone (pre-built, pipelined)", *alone, limit, bare[0])
 
-                    def run_mailer() -> tuple[float, int]:
+                    def run_mailer(home: Path = home, c: int = c, n: int = n) -> tuple[float, int]:
                         seconds, sent = mailer_send(home, port, c)
                         assert sent == n, f"only {sent} of {n} sent"
                         return seconds, sent
 
                     show("mailer send (render + SMTP + every row)", *measured(args.repeat, run_mailer), limit, bare[0])
+                    if args.unpipelined:
+                        def unpipelined(home: Path = home, c: int = c) -> tuple[float, int]:
+                            return mailer_send(home, port, c, pipelining=False)
+
+                        show("mailer send, pipelining across messages off", *measured(args.repeat, unpipelined),
+                             limit, bare[0])
 
 
 if __name__ == "__main__":

@@ -513,16 +513,13 @@ def test_a_refusal_every_time_waits_for_a_later_run_then_is_given_up(clock, pipe
     assert row.reply == "451 4.3.0 try later" and result.outcomes["pending"] == 1
     first_try = clock.now()
     assert row.next_attempt_at == iso(first_try + timedelta(minutes=30))
-    # A run before then does not touch it; each later run tries again, waiting longer each time.
-    waits = []
+    # A run before then does not touch it.
+    early, _ = run(log, t, clock, retries=0)
+    assert early.handed_over == 0 and log.row("p1@example.com").attempts == 4
+    # Each later run tries it once more, until the window has closed.
     for _ in range(12):
-        again, _ = run(log, t, clock, retries=0)
-        if log.status("p1@example.com") == D.PENDING:
-            assert again.outcomes["pending"] == 0 or log.row("p1@example.com").next_attempt_at > iso(clock.now())
-        clock.advance(3600 * 30)
-        nxt = log.row("p1@example.com").next_attempt_at
-        if nxt:
-            waits.append(nxt)
+        clock.advance(30 * 3600)
+        run(log, t, clock, retries=0)
         if log.status("p1@example.com") != D.PENDING:
             break
     assert log.status("p1@example.com") == D.FAILED
@@ -545,8 +542,8 @@ def test_the_retry_spacing_grows_and_the_last_try_is_at_the_end_of_the_window(cl
         clock._now = datetime.fromisoformat(row.next_attempt_at.replace("Z", "+00:00"))
         clock._mono += 1
     gaps = [(datetime.fromisoformat(b.replace("Z", "+00:00")) - datetime.fromisoformat(a.replace("Z", "+00:00")))
-            for a, b in zip(tries, tries[1:])]
-    assert timedelta(minutes=30) <= gaps[0] and all(b >= a for a, b in zip(gaps, gaps[1:-1]))
+            for a, b in zip(tries, tries[1:], strict=False)]
+    assert timedelta(minutes=30) <= gaps[0] and all(b >= a for a, b in zip(gaps, gaps[1:-1], strict=False))
     assert tries[-1] == iso(start + timedelta(days=4))
     assert log.status("p1@example.com") == D.FAILED
 
@@ -641,7 +638,7 @@ def test_ctrl_c_while_reading_progress_ends_each_message_cleanly(clock, pipelini
     sender = CampaignSender(log, Renderer(), t, clock, SendOptions(pause=0), sender="news@example.com")
     events = sender.run()
     with pytest.raises(KeyboardInterrupt):
-        for n, event in enumerate(events):
+        for n, _ in enumerate(events):
             if n == 5:
                 raise KeyboardInterrupt
     events.close()

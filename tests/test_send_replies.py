@@ -15,7 +15,12 @@ from mailer.clock import FakeClock
 from mailer.store import Store
 from mailer.transport import Reply
 from tests.conftest import Mailer
-from tests.test_send import EVERYONE, PIPELINING, Sending, sample_workspace, sending, set_config, wire  # noqa: F401
+from tests import test_send
+from tests.test_send import EVERYONE, PIPELINING, Sending, set_config, wire
+
+# test_send.py's fixtures: the sample workspace (made once) and a copy of it per test.
+sample_workspace = test_send.sample_workspace
+sending = test_send.sending
 
 DAY = 24 * 3600
 

@@ -2,12 +2,13 @@
 
 It takes a clock (for time, pauses and rates) and yields progress events; it never
 prints. Each SMTP connection is a worker thread running a `_Connection`; they share the
-delivery log, the rate, the caps and the decision to stop.
+delivery log, the rate, the caps, the hold after a rate reply and the decision to stop.
 
 The order of events on one connection, which is what the delivery log's promises rest on:
 
-    1. reserve    the next few messages are rendered and marked 'sending' in one commit
-                  synced to disk, before anything of them (not even MAIL FROM) is written;
+    1. mark       a helping of the next messages (8) is rendered and marked 'sending' in
+                  one commit; a thread that holds no lock syncs it to disk, and the first
+                  byte of any of them (MAIL FROM included) waits until it has;
     2. hand over  just before a message's data is written, one commit records it as
                   handed, together with every reply read since (not synced: it survives a
                   killed process, see lifecycle.after_crash for a power cut);
@@ -16,10 +17,9 @@ The order of events on one connection, which is what the delivery log's promises
 
 So at any moment at most one row per connection is on disk as handed and unanswered: the
 one whose data is on the wire. After a crash it is `unknown` (reported, never resent
-blindly) and every other row the run left in 'sending' is pending again. With
-pipelining, the reserve (the disk sync) and the rendering happen while the network
-carries the message before; only the unsynced hand-over sits between a reply and the
-next data.
+blindly) and every other row the run left in 'sending' is pending again. The rendering of
+the next message and the marking of the next helping happen while the network carries
+the last write; only the unsynced hand-over sits between a reply and the next data.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The delivery log: one row per recipient of a campaign, changed only through the lifecycle's transitions.
 
 The hot path of a send is two kinds of commit. `reserve` marks the next few messages
-'sending' in one synced commit, before anything of them is written. `hand_over`, just
-before a message's data is written, records it as handed together with the replies
-that came back since (one commit per message, not synced: see lifecycle.after_crash).
+'sending' in one commit that is on disk before anything of them is written (synced at
+once, or by `Store.sync_soon` in the background while other messages go out).
+`hand_over`, just before a message's data is written, records it as handed together with
+the replies that came back since (one commit per message, not synced: see
+lifecycle.after_crash).
 """
 
 from __future__ import annotations
@@ -211,15 +213,6 @@ class DeliveryStore:
             with self.db.transaction():
                 for outcome in outcomes:
                     self._record(outcome)
-
-    def count_attempt(self, delivery_id: int, now: str) -> None:
-        """One more try of a message in 'sending' (after a temporary refusal)."""
-        with self.db.transaction():
-            self.conn.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, attempted_at = ?, updated_at = ? "
-                "WHERE id = ? AND status = 'sending'",
-                (now, now, delivery_id),
-            )
 
     def mark_unknown(self, delivery_id: int, reason: str, now: str) -> None:
         """sending -> unknown: it may have arrived, so it is never resent without --retry-unknown."""
