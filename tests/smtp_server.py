@@ -34,12 +34,24 @@ connected: each is read when the next connection or command needs it):
                           have been received in total; fires once, then is None again
     drop_during_data_after  drop it after taking the next message's data, before the
                           reply (the "fate unknown" case); fires once
+    hang_up               (stage, after): hang up once `after` messages have been received
+                          in total, at "mail", "rcpt", "data" (just after the 354),
+                          "mid-data" (after reading part of the data) or "dot" (the
+                          whole data taken, before the reply); fires once
     delay                 seconds to wait before answering DATA
     hang                  accept connections but never say a word
+    split_replies         write each reply in two pieces, a few ms apart (two packets)
     messages_per_connection, max_recipients_per_connection
                           after that many on one connection: 421 and close
-plus per-recipient replies queued with `respond()` / `respond_data()`; `reset()` clears
-the records and the rules (not tls/auth/smtputf8).
+    max_connections       connections open at once; one more is greeted with 421 4.7.0
+                          "too many connections" and closed
+plus per-recipient replies queued with `respond()` / `respond_data()` (or raw bytes,
+garbage included, with `respond_raw()` / `respond_data_raw()`); `reset()` clears the
+records and the rules (not tls/auth/smtputf8/pipelining/dsn).
+
+Setup: `dsn` offers DSN (RFC 3461) and accepts RET, ENVID, NOTIFY and ORCPT; the
+parameters of MAIL and RCPT are recorded as the client sent them (`mail_params`,
+`rcpt_params`).
 
 Helpers: `recipients()` (every accepted recipient, flattened: assert each exactly once),
 `wait_for_messages(n)` (for a `mailer` subprocess), `smtp_settings()` (the [smtp] keys
@@ -64,13 +76,14 @@ import email.policy
 import functools
 import itertools
 import logging
+import os
 import re
 import socket
 import ssl
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, NoReturn
@@ -108,6 +121,8 @@ class Received:
     mail_options: list[str]  # upper-cased by aiosmtpd, e.g. ["SIZE=1234", "SMTPUTF8"]
     rcpt_options: list[str]
     connection: int  # which connection (1-based) carried it
+    mail_params: dict[str, str] = field(default_factory=dict)  # MAIL FROM parameters as sent (case kept)
+    rcpt_params: list[dict[str, str]] = field(default_factory=list)  # per accepted recipient, as sent
     reply: str = ""  # what the server answered to DATA ("" for an unanswered message)
     tls: bool = False  # it came over TLS (STARTTLS or implicit)
     username: str | None = None  # who had logged in with AUTH on that connection
@@ -123,10 +138,13 @@ _REPLY = re.compile(r"^[2-5]\d\d( |$)")
 _RULE_DEFAULTS: dict[str, Any] = {
     "drop_after": None,
     "drop_during_data_after": None,
+    "hang_up": None,
     "delay": 0.0,
     "hang": False,
+    "split_replies": False,
     "messages_per_connection": None,
     "max_recipients_per_connection": None,
+    "max_connections": None,
 }
 _SETUP_DEFAULTS: dict[str, Any] = {
     "tls": "none",
@@ -134,7 +152,10 @@ _SETUP_DEFAULTS: dict[str, Any] = {
     "require_tls_for_auth": True,
     "smtputf8": True,
     "pipelining": False,
+    "dsn": False,
 }
+HANG_UP_STAGES = ("mail", "rcpt", "data", "mid-data", "dot")
+DSN_PARAMS = {"RET", "ENVID", "NOTIFY", "ORCPT"}
 
 
 class SmtpServer:
@@ -149,12 +170,16 @@ class SmtpServer:
     require_tls_for_auth: bool = True
     smtputf8: bool = True
     pipelining: bool = False  # advertise PIPELINING (RFC 2920); commands are still read in order
+    dsn: bool = False  # advertise DSN (RFC 3461) and accept its parameters
     drop_after: int | None = None
     drop_during_data_after: int | None = None
+    hang_up: tuple[str, int] | None = None
     delay: float = 0.0
     hang: bool = False
+    split_replies: bool = False
     messages_per_connection: int | None = None
     max_recipients_per_connection: int | None = None
+    max_connections: int | None = None
 
     def __init__(self, **config: Any) -> None:
         self.port = 0
@@ -163,6 +188,7 @@ class SmtpServer:
         self.commands: list[str] = []
         self.auth_attempts: list[tuple[str, str]] = []
         self.connections = 0
+        self.open_connections = 0  # at this moment
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -279,6 +305,11 @@ class SmtpServer:
         if name == "auth" and value is not None:
             username, password = value
             value = (username, password)
+        if name == "hang_up" and value is not None:
+            stage, after = value
+            if stage not in HANG_UP_STAGES:
+                raise ValueError(f"hang_up stage must be one of {HANG_UP_STAGES}, not {stage!r}")
+            value = (stage, int(after))
         super().__setattr__(name, value)
 
     def respond(self, recipient: str, *replies: str) -> None:
@@ -298,6 +329,32 @@ class SmtpServer:
         with 421 closes the connection after it is sent.
         """
         self._queue(self._data_replies, recipient, replies)
+
+    def respond_raw(self, recipient: str, *raw: bytes) -> None:
+        """Queue raw bytes as replies to RCPT TO of `recipient`, written exactly as given
+        (no CRLF added): garbage, an overlong line, a reply cut short. A raw reply that
+        starts with 2 accepts the recipient."""
+        self._queue_raw(self._rcpt_replies, recipient, raw)
+
+    def respond_data_raw(self, recipient: str, *raw: bytes) -> None:
+        """Queue raw bytes as the reply to the end of DATA, like `respond_data`; one that
+        starts with 2 records the message in `received` (the server has taken it)."""
+        self._queue_raw(self._data_replies, recipient, raw)
+
+    def _queue_raw(self, table: dict, recipient: str, raw: tuple[bytes, ...]) -> None:
+        if not raw or not all(isinstance(r, bytes) for r in raw):
+            raise ValueError("give at least one reply, as bytes")
+        with self._lock:
+            table.setdefault(recipient.casefold(), collections.deque()).extend(_RawReply(r) for r in raw)
+
+    def _take_hang_up(self, *stages: str) -> str | None:
+        """The hang-up rule's stage if it is one of these and due now (it then fires: cleared)."""
+        with self._lock:
+            rule = self.hang_up
+            if rule is None or rule[0] not in stages or len(self.received) < rule[1]:
+                return None
+            self.hang_up = None
+            return rule[0]
 
     def _queue(self, table: dict[str, collections.deque[str]], recipient: str, replies: tuple[str, ...]) -> None:
         if not replies:
@@ -372,8 +429,13 @@ class SmtpServer:
         with self._lock:
             self.connections += 1
             number = self.connections
+            busy = self.max_connections is not None and self.open_connections >= self.max_connections
+            if not busy and not self.hang:
+                self.open_connections += 1  # here, not in connection_made: several may be accepted at once
         if self.hang:
             return _Silent(self._transports)
+        if busy:
+            return _Busy(self._transports)
         tls = self.tls
         connection = _Connection(self, number, tls)
         if tls == "ssl":
@@ -427,6 +489,10 @@ class _Verbatim(str):
     """A reply chosen by the test: sent exactly as given."""
 
 
+class _RawReply(bytes):
+    """Raw bytes chosen by the test, written as they are (no CRLF added)."""
+
+
 # aiosmtpd's own error replies mostly lack RFC 3463 codes; add the fitting one.
 _ENHANCED = {
     "421": "4.7.0", "454": "4.7.0",
@@ -471,11 +537,71 @@ class _Connection(SMTP):
         self.test_server._transports.add(transport)
         super().connection_made(transport)
 
+    def connection_lost(self, error: Exception | None) -> None:
+        with self.test_server._lock:
+            self.test_server.open_connections -= 1
+        super().connection_lost(error)
+
+    def _getparams(self, params):  # type: ignore[override]
+        # With dsn on, DSN's parameters are taken (aiosmtpd knows none of them and would answer 555).
+        result = super()._getparams(params)
+        if result is not None and self.test_server.dsn:
+            for name in DSN_PARAMS:
+                result.pop(name, None)
+        return result
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.raw_mail_params = _params(arg)
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        self.raw_rcpt_params = _params(arg)
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        stage = None
+        if self.envelope is not None and self.envelope.rcpt_tos and not arg:
+            stage = self.test_server._take_hang_up("data", "mid-data")
+        if stage is None:
+            await super().smtp_DATA(arg)
+            return
+        if stage == "data":
+            # The 354 and the FIN back to back, the way a server that crashes right after it looks.
+            # Corked, so that both leave in one segment: the client sees the hang-up with the 354.
+            assert self.transport is not None
+            sock = self.transport.get_extra_info("socket")
+            cork = getattr(socket, "TCP_CORK", None)
+            if sock is not None and cork is not None and not self.encrypted:
+                sock.setsockopt(socket.IPPROTO_TCP, cork, 1)
+                os.write(sock.fileno(), b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                sock.shutdown(socket.SHUT_WR)
+                self.hang_up()
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        if stage == "mid-data":
+            await self._reader.readexactly(64)  # some of the data, far from its end
+            assert self.transport is not None
+            self.transport.abort()  # a reset, unread data and all
+            raise asyncio.CancelledError
+        self.hang_up()
+
     @property
     def encrypted(self) -> bool:
         return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
 
     async def push(self, status: str | bytes) -> None:
+        if isinstance(status, _RawReply):
+            self._writer.write(bytes(status))
+            await self._writer.drain()
+            return
+        if self.test_server.split_replies:
+            data = (status.encode("utf-8") if isinstance(status, str) else status) + b"\r\n"
+            half = max(1, len(data) // 2)
+            self._writer.write(data[:half])
+            await self._writer.drain()
+            await asyncio.sleep(0.005)  # two packets: the client must put the reply together
+            self._writer.write(data[half:])
+            await self._writer.drain()
+            return
         if (
             isinstance(status, str)
             and not isinstance(status, _Verbatim)
@@ -527,6 +653,8 @@ class _Hooks:
         lines.insert(-1, "250-ENHANCEDSTATUSCODES")
         if server.pipelining:
             lines.insert(-1, "250-PIPELINING")
+        if server.dsn:
+            lines.insert(-1, "250-DSN")
         return lines
 
     async def handle_AUTH(self, conn: _Connection, session, envelope, args: list[str]) -> Any:
@@ -539,6 +667,8 @@ class _Hooks:
         if server.drop_after is not None and len(server.received) >= server.drop_after:
             server.drop_after = None
             conn.hang_up()
+        if server._take_hang_up("mail"):
+            conn.hang_up()
         limit = server.messages_per_connection
         if limit is not None and conn.accepted_messages >= limit:
             await conn.reply_and_hang_up("421 4.7.0 Too many messages, closing connection")
@@ -549,10 +679,14 @@ class _Hooks:
         # A hook's reply replaces aiosmtpd's bookkeeping, so record the sender ourselves.
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.mail_params = getattr(conn, "raw_mail_params", {})
+        envelope.rcpt_params = []
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, conn: _Connection, session, envelope, address: str, rcpt_options: list[str]) -> str:
         server = self.server
+        if server._take_hang_up("rcpt"):
+            conn.hang_up()
         limit = server.max_recipients_per_connection
         if limit is not None and conn.accepted_recipients >= limit:
             await conn.reply_and_hang_up("421 4.7.0 Too many recipients, closing connection")
@@ -561,12 +695,18 @@ class _Hooks:
         reply = server._next_reply(server._rcpt_replies, address)
         if reply is None:
             reply = "250 2.1.5 OK"
+        if isinstance(reply, _RawReply):
+            if reply.startswith(b"2"):
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_params.append(getattr(conn, "raw_rcpt_params", {}))
+            return reply  # type: ignore[return-value]
         reply = _Verbatim(reply)
         if reply.startswith("421"):
             await conn.reply_and_hang_up(reply)
         if reply.startswith("2"):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
+            envelope.rcpt_params.append(getattr(conn, "raw_rcpt_params", {}))
             conn.accepted_recipients += 1
         return reply
 
@@ -581,9 +721,14 @@ class _Hooks:
             connection=conn.number,
             tls=conn.encrypted,
             username=_username(session),
+            mail_params=dict(getattr(envelope, "mail_params", {})),
+            rcpt_params=list(getattr(envelope, "rcpt_params", [])),
         )
         if server.drop_during_data_after is not None and len(server.received) >= server.drop_during_data_after:
             server.drop_during_data_after = None
+            server.unanswered.append(message)
+            conn.hang_up()
+        if server._take_hang_up("dot"):
             server.unanswered.append(message)
             conn.hang_up()
         if server.delay:
@@ -594,6 +739,12 @@ class _Hooks:
                 raise
         replies = [server._next_reply(server._data_replies, rcpt) for rcpt in envelope.rcpt_tos]
         reply = next((r for r in replies if r is not None), None)
+        if isinstance(reply, _RawReply):
+            if reply.startswith(b"2"):  # garbage after a 2: the server has the message
+                message.reply = reply.decode("utf-8", "replace")[:60]
+                conn.accepted_messages += 1
+                server._record(message)
+            return reply  # type: ignore[return-value]
         if reply is None:
             reply = f"250 2.0.0 OK: queued as T{next(server._queue_ids):05d}"
         reply = _Verbatim(reply)
@@ -627,6 +778,30 @@ def _username(session) -> str | None:
     if isinstance(data, LoginPassword):
         return data.login.decode("utf-8", "surrogateescape")
     return None
+
+
+def _params(arg: str | None) -> dict[str, str]:
+    """The parameters after the address of MAIL FROM / RCPT TO, as sent (names upper-cased)."""
+    if not arg or ">" not in arg:
+        return {}
+    out = {}
+    for word in arg.rsplit(">", 1)[1].split():
+        name, _, value = word.partition("=")
+        out[name.upper()] = value
+    return out
+
+
+class _Busy(asyncio.Protocol):
+    """max_connections reached: 421 at the greeting, then close."""
+
+    def __init__(self, transports: weakref.WeakSet) -> None:
+        self._transports = transports
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.add(transport)
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(b"421 4.7.0 Too many concurrent SMTP connections from this IP, try again later\r\n")
+        transport.close()
 
 
 class _Silent(asyncio.Protocol):

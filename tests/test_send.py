@@ -336,7 +336,7 @@ def test_daily_cap_counts_every_campaign_of_the_day(sending):
 TEMPORARY = [
     ("rcpt", "451 4.7.1 Greylisted, please try again later"),
     ("rcpt", "452 4.2.2 Mailbox full, try again later"),
-    ("rcpt", "450 4.2.1 Mailbox busy"),
+    ("rcpt", "450 4.2.0 Mailbox busy"),
     ("data", "451 4.3.0 Temporary local problem"),
 ]
 
@@ -393,7 +393,12 @@ def test_temporary_refusal_every_time_is_left_for_the_next_run(sending, stage, r
     assert {"email": target, "status": "pending", "attempts": 4, "reason": reply} in report["failures"]
     backoffs = sending.clock.slept
     assert len(backoffs) == 3 and 2 <= backoffs[0] <= 4 and 4 <= backoffs[1] <= 8 and 8 <= backoffs[2] <= 16
+    assert row["next_attempt_at"].startswith("2026-11-25T15:30:")  # 30 minutes after the last in-run try
 
+    soon = sending.send(sending.content)  # too early: it waits for its next try
+    assert soon.exit_code == 0, soon.stderr
+    assert wire(target) not in sending.server.recipients()
+    sending.clock.advance(30 * 60)
     again = sending.send(sending.content)  # the server takes it now
     assert again.exit_code == 0, again.stderr
     sending.assert_sent_once()
@@ -593,20 +598,90 @@ def test_after_a_reconnect_a_connection_still_carries_at_most_one_batch(sending)
 
 
 @PIPELINING
-def test_drop_during_data_sends_the_unconfirmed_message_again(sending, pipelining):
+@pytest.mark.parametrize("stage", ["mail", "rcpt", "data"])
+def test_a_hang_up_before_the_data_sends_that_message_again_on_a_new_connection(sending, pipelining, stage):
     sending.server.pipelining = pipelining
-    sending.server.drop_during_data_after = 7  # takes the 8th message, hangs up before the reply
+    sending.server.hang_up = (stage, 7)  # during the 8th message, before any of its data
 
     result = sending.send(sending.content)
 
     assert result.exit_code == 0, result.stderr
     sending.assert_sent_once()
+    assert sending.server.connections == 2 and sending.server.unanswered == []
     eighth = sending.emails()[7]
-    [lost] = sending.server.unanswered
-    assert lost.rcpt_tos == [eighth]
-    assert sending.server.received[7].rcpt_tos == [eighth] and sending.server.received[7].connection == 2
-    assert lost.message["Message-ID"] == sending.server.received[7].message["Message-ID"]
+    assert [m.connection for m in sending.server.received if m.rcpt_tos == [eighth]] == [2]
     assert "reconnecting" in result.stderr
+    assert sending.report()["status"] == "done"
+
+
+@PIPELINING
+@pytest.mark.parametrize("stage", ["mid-data", "dot"])
+def test_a_hang_up_once_the_data_has_left_is_unknown_and_not_sent_again(sending, pipelining, stage):
+    """Issue: a message the server may have taken was sent again after a hang-up (or a garbled reply)."""
+    sending.server.pipelining = pipelining
+    sending.server.hang_up = (stage, 7)
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    assert "not sent again" in result.stderr and "--retry-unknown" in result.stderr
+    eighth = sending.emails()[7]
+    assert sending.row(eighth)["status"] == "unknown"
+    assert [m.rcpt_tos for m in sending.server.unanswered] == ([[eighth]] if stage == "dot" else [])
+    report = sending.report()
+    assert (report["sent"], report["unknown"], report["pending"]) == (7, 1, EVERYONE - 8)
+
+    rest = sending.send("1")
+    assert rest.exit_code == 0, rest.stderr
+    sending.assert_sent_once(count=EVERYONE - 1)
+    assert eighth not in sending.server.recipients()
+    assert sending.send("1", "--retry-unknown").exit_code == 0
+    sending.assert_sent_once()
+
+
+@PIPELINING
+@pytest.mark.parametrize(
+    "raw",
+    [b"250 " + b"x" * 10_000 + b"\r\n", b"250 2.0.0 OK\r\x00garbage", b"hello, this is not SMTP\r\n"],
+    ids=["250-then-10000-characters", "250-then-garbage", "not-a-reply"],
+)
+def test_a_garbled_reply_after_the_data_is_unknown_and_not_sent_again(sending, pipelining, raw):
+    sending.server.pipelining = pipelining
+    target = sending.audience()[4]
+    sending.server.respond_data_raw(wire(target), raw)
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 1
+    row = sending.row(target)
+    assert row["status"] == "unknown" and "--retry-unknown" in row["reply"]
+    copies = [m for m in sending.server.received if m.rcpt_tos == [wire(target)]]
+    assert len(copies) == (1 if raw.startswith(b"250 ") else 0)  # the server has it (or not): never twice
+    assert sending.report()["unknown"] == 1
+    assert sending.send("1").exit_code == 0
+    assert len([m for m in sending.server.received if m.rcpt_tos == [wire(target)]]) == len(copies)
+
+
+@PIPELINING
+def test_a_garbled_reply_to_the_envelope_is_a_lost_connection_and_the_message_goes_again(sending, pipelining):
+    sending.server.pipelining = pipelining
+    target = sending.audience()[4]
+    sending.server.respond_raw(wire(target), b"250 " + b"y" * 5000 + b"\r\n")
+
+    result = sending.send(sending.content)
+
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
+    assert sending.server.connections == 2
+
+
+@PIPELINING
+def test_replies_split_across_packets_are_read_whole(sending, pipelining):
+    sending.server.pipelining = pipelining
+    sending.server.split_replies = True
+    result = sending.send(sending.content)
+    assert result.exit_code == 0, result.stderr
+    sending.assert_sent_once()
 
 
 def test_server_that_never_answers_exits_3_and_leaves_everything_pending(sending):

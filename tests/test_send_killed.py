@@ -2,15 +2,18 @@
 
 Nobody may get two copies, and nobody may be forgotten, apart from the message that was
 being handed over at the moment of the kill: its row is reported `unknown` (at most one),
-by the run that finds it and by `mailer report`.
+by the run that finds it and by `mailer report`. With pipelining across messages and
+without; killed while the server holds a message, or at a moment left to chance.
 """
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
@@ -23,25 +26,35 @@ def _mailer(home, *args: str) -> list[str]:
     return [sys.executable, "-m", "mailer", "--home", str(home), *args]
 
 
-@pytest.mark.parametrize("kill_after", [10, 30])
-def test_killed_send_run_again_sends_everyone_at_most_once(mailer, smtp_server, tmp_path, kill_after):
+@pytest.mark.parametrize(
+    "kill_after, pipelining, delay, sig",
+    [(10, False, 0.05, signal.SIGKILL), (30, True, 0.05, signal.SIGKILL), (20, False, 0.0, signal.SIGKILL),
+     (20, True, 0.0, signal.SIGKILL), (15, True, 0.0, signal.SIGTERM)],
+    ids=["10-stepwise-slow-server", "30-pipelined-slow-server", "20-stepwise-any-moment", "20-pipelined-any-moment",
+         "15-pipelined-sigterm"],
+)
+def test_killed_send_run_again_sends_everyone_at_most_once(mailer, smtp_server, tmp_path, kill_after, pipelining,
+                                                           delay, sig):
     assert mailer.json("import", PATIENTS)["added"] == EVERYONE
     point_at(mailer.home, smtp_server)
     content = tmp_path / "december-specials.md"
     shutil.copy(SPECIALS, content)
     sending = Sending(mailer, smtp_server, content)
-    command = _mailer(mailer.home, "send", str(content), "--yes")
-    smtp_server.delay = 0.05  # per message, so the kill lands mid-campaign
+    command = _mailer(mailer.home, "send", str(content), "--yes", "--batch-size", "100")
+    smtp_server.pipelining = pipelining
+    smtp_server.delay = delay  # per message: the kill lands while the server holds one
 
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         smtp_server.wait_for_messages(kill_after, timeout=30)
-        first.send_signal(signal.SIGKILL)
+        if not delay:
+            time.sleep(random.uniform(0, 0.005))  # anywhere in the next message or two
+        first.send_signal(sig)
     finally:
-        if first.poll() is None:
+        if first.poll() is None and sig == signal.SIGKILL:
             first.kill()
         first.communicate(timeout=30)
-    assert first.returncode == -signal.SIGKILL
+    assert first.returncode != 0
     got_before = len(smtp_server.received)
     assert kill_after <= got_before < EVERYONE
 

@@ -210,3 +210,22 @@ def test_two_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path):
     assert [p.wait(timeout=60) for p in procs] == [0] * 4, [p.stderr.read() for p in procs]
     with Store.open(path) as s:
         assert s.applied_migrations() == [name for name, _ in MIGRATIONS]
+
+
+def test_a_commit_left_unsynced_is_synced_in_the_background_and_seen_by_others(tmp_path):
+    """The send engine's 'sending' marks: committed without a sync, synced by a thread that holds no lock."""
+    import os
+
+    path = tmp_path / "m.db"
+    with Store.open(path) as s:
+        with s.transaction(synced=False):
+            s.conn.execute("INSERT INTO meta (key, value) VALUES ('unsynced', '1')")
+        synced = os.stat(f"{path}-wal").st_size
+        wait = s.sync_soon()
+        with s.transaction():  # the connection goes on meanwhile
+            s.conn.execute("INSERT INTO meta (key, value) VALUES ('after', '1')")
+        wait()
+        assert synced > 0
+        with Store.open(path) as other:
+            assert other.conn.execute("SELECT count(*) FROM meta WHERE key IN ('unsynced', 'after')").fetchone()[0] == 2
+        assert s.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again for everything else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,8 +18,8 @@ class Clock(Protocol):
         """Seconds on a clock that never goes back (for rates and pauses)."""
         ...
 
-    def sleep(self, seconds: float) -> None:
-        """Wait; a test clock just moves forward."""
+    def sleep(self, seconds: float, wake: threading.Event | None = None) -> None:
+        """Wait (less, if `wake` is set meanwhile); a test clock just moves forward."""
         ...
 
 
@@ -31,9 +32,12 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, wake: threading.Event | None = None) -> None:
         if seconds > 0:
-            time.sleep(seconds)
+            if wake is None:
+                time.sleep(seconds)
+            else:
+                wake.wait(seconds)
 
 
 class FakeClock:
@@ -57,7 +61,7 @@ class FakeClock:
         self._now += timedelta(seconds=seconds)
         self._mono += seconds
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, wake: threading.Event | None = None) -> None:
         if seconds > 0:
             self.slept.append(seconds)
             self.advance(seconds)

@@ -50,6 +50,7 @@ class SmtpConfig:
     timeout: float = 30.0  # float defaults: _coerce casts a value to its default's type
     envelope_from: str = ""
     baa: bool = False  # a business associate agreement covers this relay
+    pipelining: bool = True  # with a server offering PIPELINING: the next message's envelope travels with this one's data
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class SendingConfig:
     timezone: str = ""
     max_lateness: float = 12.0  # hours
     connections: int = 1
+    give_up_after: float = 4.0  # days a temporarily refused message is tried again before it counts as failed
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,7 @@ password_env = {smtp_password_env}      # name of the environment variable holdi
 timeout = {smtp_timeout}                # seconds
 envelope_from = {smtp_envelope_from}    # bounce address for MAIL FROM; "" = from_email
 baa = {smtp_baa}                      # true once a business associate agreement covers this relay
+pipelining = {smtp_pipelining}          # send the next message's envelope with this one's data when the server allows
 
 [sending]
 batch_size = {sending_batch_size}       # messages per connection before a pause
@@ -395,6 +398,7 @@ per_day = {sending_per_day}             # daily cap (`mailer init --provider` se
 timezone = {sending_timezone}           # e.g. "America/New_York"; "" = this machine's
 max_lateness = {sending_max_lateness}   # hours; a scheduled campaign later than this waits for a human
 connections = {sending_connections}     # SMTP connections at once; most relays want 1
+give_up_after = {sending_give_up_after}       # days a temporarily refused message is tried again, then failed
 
 [unsubscribe]
 mailto = {unsubscribe_mailto}           # always offered; "" = from_email

@@ -10,12 +10,18 @@ change this table forbids changes nothing and raises `TransitionError`.
                done -> sending (a person asked to retry failed or unknown deliveries)
                any unfinished state -> cancelled
 
-    delivery:  pending -> sending (committed before a byte goes out)
+    delivery:  pending -> sending (committed to disk before a byte goes out)
                sending -> sent | failed | bounced | pending (a temporary refusal)
                sending -> unknown (the run died or the server fell silent after the data)
+               sending -> pending (released: none of its data left)
                pending -> skipped | failed (never handed over: gone, or cannot be sent)
+               pending -> failed (given up: temporary refusals for longer than [sending] give_up_after)
                failed | unknown -> pending (a person's --retry-failed / --retry-unknown)
                sent | unknown -> bounced (a bounce came back by mail later)
+
+A delivery in `sending` also says how far it got: `handed` is 0 while only its mark is on
+disk (the mark is synced before anything of the message is written) and 1 from just
+before its data is written. After a crash `after_crash` decides each such row.
 """
 
 from __future__ import annotations
@@ -92,6 +98,7 @@ DELIVERY_TRANSITIONS: dict[str, Transition] = {
         _t("mark_unknown", {D.SENDING}, D.UNKNOWN),
         _t("release", {D.SENDING}, D.PENDING),
         _t("skip", {D.PENDING}, D.SKIPPED, D.FAILED),
+        _t("give_up", {D.PENDING}, D.FAILED),
         _t("retry", {D.FAILED, D.UNKNOWN}, D.PENDING),
         _t("bounce_later", {D.SENT, D.UNKNOWN}, D.BOUNCED),
     )
@@ -99,6 +106,18 @@ DELIVERY_TRANSITIONS: dict[str, Transition] = {
 
 # What a delivery's fate counts as in a run's figures and reports.
 FINAL_DELIVERY = frozenset({D.SENT, D.FAILED, D.BOUNCED, D.SKIPPED})
+
+
+def after_crash(handed: bool, same_boot: bool) -> DeliveryStatus:
+    """What a delivery a dead run left in `sending` becomes.
+
+    Its data may have reached the server once it was handed: unknown (reported, never
+    sent again blindly). One not handed yet is pending again, but only if the machine
+    has not restarted since it was marked: the commit that records a hand-over is not
+    synced to disk (that would put a disk sync between each reply and the next message's
+    data), so it survives the death of the process but not a power cut.
+    """
+    return D.PENDING if not handed and same_boot else D.UNKNOWN
 
 
 class TransitionError(MailerError):

@@ -163,6 +163,8 @@ class Delivery:
     updated_at: str
     attempted_at: str
     sent_at: str
+    next_attempt_at: str = ""  # after a temporary refusal: not tried again before this time (UTC)
+    deferred_since: str = ""  # the first temporary refusal: given up [sending] give_up_after later
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,9 @@ class Outcome:
     reply: str  # the server's reply, or why it was not sent
     time: str  # UTC ISO, when it was decided
     bounce: bool = False  # the address does not exist: the subscriber is suppressed too
+    next_attempt_at: str = ""  # status pending after a temporary refusal: not before this time (UTC)
+    mailbox_full: bool = False  # failed because the mailbox is full: counts towards suppressing the address
+    envelope_refused: bool = False  # the reply refused MAIL or RCPT: a try without a hand-over, counted here
 
 
 @dataclass(frozen=True)

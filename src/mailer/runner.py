@@ -50,7 +50,8 @@ def options_from_config(ws: Workspace, **overrides: Any) -> SendOptions:
     """[sending] in mailer.toml, with command-line options (those not None) on top."""
     s = ws.config.sending
     values: dict[str, Any] = dict(batch_size=s.batch_size, pause=s.pause, rate=s.rate, per_day=s.per_day,
-                                  timezone=s.timezone, connections=s.connections)
+                                  timezone=s.timezone, connections=s.connections,
+                                  give_up_after=s.give_up_after * 86400)
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values["batch_size"] < 1:
         raise InputError("--batch-size must be at least 1.")
@@ -299,7 +300,7 @@ def run_campaign(
             smtp, password = ws.config.smtp, ws.smtp_password(environ)
             factory = lambda: SmtpTransport(smtp, password)  # noqa: E731
         engine = CampaignSender(delivery_log, renderer, transport, clock, options,
-                                sender=sender_address(ws), transport_factory=factory)
+                                sender=sender_address(ws), transport_factory=factory, campaign_key=campaign.key)
         total = min(to_send, options.limit) if options.limit is not None else to_send
         observer.progress(_logged(engine.run(), log, campaign.id), total)
     except KeyboardInterrupt as exc:
@@ -405,7 +406,7 @@ def _finish(store: Store, campaign: Campaign, clock: Clock) -> Campaign:
 def _logged(events: Iterator[Event], log: RunLog | None, campaign_id: int) -> Iterator[Event]:
     """Pass the engine's events on, writing the notable ones (without addresses) to the run log."""
     for event in events:
-        if log is not None and event.kind in ("retry", "reconnect", "stop"):
+        if log is not None and event.kind in ("retry", "reconnect", "notice", "stop"):
             log.write(event.kind, **loggable(event, campaign_id))
         yield event
 

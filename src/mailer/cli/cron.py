@@ -50,7 +50,7 @@ class CronObserver:
 
     def progress(self, events: Iterator[Event], total: int) -> None:
         for event in events:
-            if self.verbose and event.kind in ("retry", "reconnect", "stop"):
+            if self.verbose and event.kind in ("retry", "reconnect", "notice", "stop"):
                 self.out.info(event.message)
 
 

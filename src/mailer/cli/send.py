@@ -102,7 +102,7 @@ def show_progress(out: Output, events: Iterator[Event], total: int, dry_run: boo
         for e in events:
             if e.kind == "delivery":
                 progress.advance(task)
-            elif e.kind in ("retry", "reconnect", "pause", "stop"):
+            elif e.kind in ("retry", "reconnect", "pause", "notice", "stop"):
                 progress.console.print(e.message, markup=False, highlight=False)
 
 

@@ -56,6 +56,11 @@ class CampaignStore:
         row = self.conn.execute(f"SELECT {COLUMNS} FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
         return campaign_from_row(row) if row else None
 
+    def status(self, campaign_id: int) -> CampaignStatus | None:
+        """Only the status (the send engine asks between batches: the snapshot is large)."""
+        row = self.conn.execute("SELECT status FROM campaigns WHERE id = ?", (campaign_id,)).fetchone()
+        return CampaignStatus(row["status"]) if row else None
+
     def require(self, campaign_id: int) -> Campaign:
         c = self.get(campaign_id)
         if c is None:

@@ -6,10 +6,10 @@ import hashlib
 import hmac
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from ..errors import Busy, Corrupt, DiskFull, MailerError, StoreError
 from .migrations import MIGRATIONS
@@ -99,6 +99,8 @@ class Store:
 
         self.conn = conn
         self.path = path
+        self._synced = True  # PRAGMA synchronous is FULL (every commit synced to disk)
+        self._wal_sync: WalSync | None = None
         conn.row_factory = sqlite3.Row
         self.subscribers: SubscriberStore = SubscriberStore(self)
         self.campaigns: CampaignStore = CampaignStore(self)
@@ -234,7 +236,22 @@ class Store:
                 hint="Put back the secret.key that was kept beside this mailer.db (restore it from your backup).",
             )
 
+    def sync_soon(self) -> Callable[[], None]:
+        """Start putting every commit made so far on disk, in the background.
+
+        For commits made with `synced=False`: returns a wait() that returns once they are
+        synced (at once if they already are). Unlike a synced commit, the disk sync holds
+        no lock, so the connection goes on committing meanwhile.
+        """
+        if self.in_memory:
+            return lambda: None
+        if self._wal_sync is None:
+            self._wal_sync = WalSync(Path(self.path))
+        return self._wal_sync.request()
+
     def close(self) -> None:
+        if self._wal_sync is not None:
+            self._wal_sync.stop()
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -248,8 +265,12 @@ class Store:
         return translate_error(exc, self.path)
 
     @contextmanager
-    def transaction(self, commit: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, commit: bool = True, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (or when commit is False).
+
+        `synced=False` commits without waiting for the disk (WAL with synchronous NORMAL):
+        the change survives the death of the process, not a power cut. Only the send
+        engine's hand-over uses it, and the lifecycle says how a crash is read then.
 
         SQLite errors leave as DiskFull, Busy, Corrupt or StoreError. When SQLite has
         already rolled back by itself (a full disk does that), the failed ROLLBACK is not
@@ -257,6 +278,9 @@ class Store:
         """
         c = self.conn
         try:
+            if synced != self._synced and not self.in_memory:
+                c.execute("PRAGMA synchronous = " + ("FULL" if synced else "NORMAL"))
+                self._synced = synced
             c.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
@@ -279,3 +303,71 @@ class Store:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass  # the first error is the one that matters
+
+
+class WalSync:
+    """fsync of the database's write-ahead log, in a thread of its own.
+
+    In WAL mode a commit is frames appended to `<db>-wal`; with synchronous=NORMAL SQLite
+    does not sync them, so they survive the death of the process but not a power cut.
+    Syncing that file ourselves makes them as durable as a synchronous=FULL commit would,
+    without holding SQLite's write lock during the sync (which would stall every other
+    commit for its length). One sync covers every commit made before it starts, so the
+    commits of several connections share it.
+    """
+
+    def __init__(self, db_path: Path):
+        # Opened once and kept: SQLite holds no lock on this file (its locks are on the
+        # database and the -shm file, which must never be opened and closed beside it).
+        # It exists from the first commit until the last connection closes, and a
+        # checkpoint truncates it in place, so this stays the file SQLite writes.
+        self._fd = os.open(f"{db_path}-wal", os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+        self._changed = threading.Condition()
+        self._requested = 0
+        self._done = 0
+        self._error: OSError | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="wal-sync", daemon=True)
+        self._thread.start()
+
+    def request(self) -> Callable[[], None]:
+        with self._changed:
+            self._requested += 1
+            ticket = self._requested
+            self._changed.notify_all()
+
+        def wait() -> None:
+            with self._changed:
+                self._changed.wait_for(lambda: self._done >= ticket or self._error is not None)
+                if self._done < ticket and self._error is not None:
+                    raise DiskFull(
+                        f"The disk holding the database failed to write ({self._error.strerror}).",
+                        hint="Check the disk (df -h), free some space, and run the command again.",
+                    )
+
+        return wait
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._requested > self._done or self._stopping)
+                if self._stopping and self._requested <= self._done:
+                    return
+                target = self._requested
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                with self._changed:
+                    self._error = exc
+                    self._changed.notify_all()
+                return
+            with self._changed:
+                self._done = target
+                self._changed.notify_all()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join(timeout=10)
+        os.close(self._fd)

@@ -133,9 +133,32 @@ ALTER TABLE campaigns ADD COLUMN letter TEXT NOT NULL DEFAULT '';
 ALTER TABLE campaigns ADD COLUMN allow_repeat INTEGER NOT NULL DEFAULT 0;
 """
 
+# How far a message in 'sending' got, so that a crash is judged exactly (lifecycle.after_crash).
+M004_DELIVERY_HANDOVER = """
+-- 0: its 'sending' mark is on disk, nothing of its data has left; 1: its data may have.
+ALTER TABLE deliveries ADD COLUMN handed INTEGER NOT NULL DEFAULT 0;
+-- The machine's boot (Linux boot_id) when it was marked: a hand-over is recorded without
+-- a disk sync, so after a restart an unhanded row cannot be trusted to be unsent.
+ALTER TABLE deliveries ADD COLUMN marked_boot TEXT NOT NULL DEFAULT '';
+"""
+
+# Temporary refusals tried again across runs, and full mailboxes counted per person.
+M005_DEFERRED_DELIVERIES = """
+-- After a temporary refusal: not tried again before this time (UTC; '' = whenever a run comes).
+ALTER TABLE deliveries ADD COLUMN next_attempt_at TEXT NOT NULL DEFAULT '';
+-- The first temporary refusal; [sending] give_up_after later the delivery counts as failed.
+ALTER TABLE deliveries ADD COLUMN deferred_since TEXT NOT NULL DEFAULT '';
+-- Campaigns in a row that found this person's mailbox full, and the last one counted;
+-- at 3 the address is suppressed (status bounced).
+ALTER TABLE subscribers ADD COLUMN full_mailbox_campaigns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE subscribers ADD COLUMN full_mailbox_last_campaign INTEGER NOT NULL DEFAULT 0;
+"""
+
 # (name, SQL script). The position in this list is the schema version.
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", M001_INITIAL),
     ("m002_campaigns", M002_CAMPAIGNS),
     ("m003_history_mailbox_consent", M003_HISTORY_MAILBOX_CONSENT),
+    ("m004_delivery_handover", M004_DELIVERY_HANDOVER),
+    ("m005_deferred_deliveries", M005_DEFERRED_DELIVERIES),
 ]

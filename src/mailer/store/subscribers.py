@@ -481,6 +481,27 @@ class SubscriberStore:
         self.db.events.add(row["subscriber_id"], ev.BOUNCED, now, campaign_id=row["campaign_id"],
                            delivery_id=delivery_id, detail=reply[:200])
 
+    def count_full_mailbox(self, subscriber_id: int, campaign_id: int, limit: int, reply: str, now: str) -> bool:
+        """One more campaign in a row that found this person's mailbox full (inside a transaction);
+        at `limit` the address is suppressed (bounced). Returns True when it was."""
+        self.conn.execute(
+            "UPDATE subscribers SET full_mailbox_campaigns = full_mailbox_campaigns + 1, "
+            "full_mailbox_last_campaign = ? WHERE id = ? AND full_mailbox_last_campaign <> ?",
+            (campaign_id, subscriber_id, campaign_id),
+        )
+        return self.conn.execute(
+            "UPDATE subscribers SET status = 'bounced', unsubscribed_at = ?, unsubscribed_reason = ?, updated_at = ? "
+            "WHERE id = ? AND status = 'active' AND full_mailbox_campaigns >= ?",
+            (now, f"mailbox full in {limit} campaigns in a row (last: {reply[:150]})", now, subscriber_id, limit),
+        ).rowcount == 1
+
+    def reached(self, subscriber_id: int) -> None:
+        """A message reached this person: a full mailbox before no longer counts (inside a transaction)."""
+        self.conn.execute(
+            "UPDATE subscribers SET full_mailbox_campaigns = 0 WHERE id = ? AND full_mailbox_campaigns > 0",
+            (subscriber_id,),
+        )
+
     def erase(self, email_key: str, secret: bytes, reason: str, now: str) -> bool:
         """Delete every trace of a person but a keyed hash that keeps them from coming back.
 
