@@ -17,7 +17,7 @@ the server answers, so whatever a client has seen is already there):
     unanswered     messages whose data the server took in full but never answered
                    (a drop during DATA, or a client that gave up during `delay`)
     commands       every SMTP verb dispatched, all connections, in order
-    auth_attempts  (username, password) of every AUTH, as received
+    auth_attempts  (username, password) of every AUTH, as received (decoded as UTF-8)
     connections    TCP connections accepted so far (numbered from 1)
     errors         exceptions inside the server itself; the fixture fails the test on any
 
@@ -187,6 +187,7 @@ class SmtpServer:
         self.unanswered: list[Received] = []
         self.commands: list[str] = []
         self.auth_attempts: list[tuple[str, str]] = []
+        self.auth_mechanisms: list[str] | None = None  # offer only these AUTH mechanisms (None: PLAIN and LOGIN)
         self.connections = 0
         self.open_connections = 0  # at this moment
         self.errors: list[BaseException] = []
@@ -522,6 +523,7 @@ class _Connection(SMTP):
             # STARTTLS), so it would refuse AUTH with 538 unless told not to check.
             auth_require_tls=tls == "starttls" and server.require_tls_for_auth,
             authenticator=server._authenticate,
+            auth_exclude_mechanism=[m for m in ("PLAIN", "LOGIN") if m not in (server.auth_mechanisms or ("PLAIN", "LOGIN"))],
             loop=server._loop,
         )
         # Set after __init__: passed in, auth_required without auth_require_tls makes

@@ -1147,3 +1147,18 @@ def test_several_connections_stop_together_on_a_policy_refusal(sending):
     assert report["sent"] + report["pending"] == EVERYONE
     assert report["sent"] < EVERYONE
     assert not [r for r in sending.rows() if r["status"] == "sending"]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_a_password_with_accents_logs_in_as_utf8_and_is_never_echoed(sending, mechanism):
+    password = "Crème-brûlée-ñ-密码-42"
+    sending.server.configure(tls="starttls", auth=(USER, password))
+    sending.server.auth_mechanisms = [mechanism]
+    point_at(sending.home, sending.server)
+    env = {**sending.server.tls_env(), "MAILER_SMTP_PASSWORD": password}
+    result = sending.send(sending.content, env=env)
+    assert result.exit_code == 0, result.stderr
+    assert sending.server.auth_attempts == [(USER, password)]
+    wrong = sending.send("1", env={**env, "MAILER_SMTP_PASSWORD": "Crème-wrong"})  # refused: one sentence, exit 3
+    assert wrong.exit_code == 3 and "refused the login" in wrong.stderr
+    assert "Crème" not in wrong.stdout + wrong.stderr and "Traceback" not in wrong.stderr

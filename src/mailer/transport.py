@@ -19,6 +19,7 @@ Over SMTP, messages travel in one of three ways, chosen when the connection open
 from __future__ import annotations
 
 import re
+import base64
 import os
 import select
 import smtplib
@@ -257,7 +258,7 @@ class SmtpTransport:
                     smtp.starttls(context=context)
                     smtp.ehlo()
                 if c.username:
-                    smtp.login(c.username, self._password or "")
+                    _login(smtp, c.username, self._password or "")
             except BaseException:
                 _quietly_close(smtp)
                 raise
@@ -611,6 +612,37 @@ def _text(value: bytes | str) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return " ".join(value.split())
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _login(smtp: smtplib.SMTP, username: str, password: str) -> None:
+    """AUTH PLAIN (else LOGIN) with the username and password as UTF-8 (RFC 4616).
+
+    smtplib encodes them as ASCII, so a password with an accent failed with an error that
+    quoted part of it. A server offering neither is left to smtplib (CRAM-MD5), ASCII only.
+    """
+    mechanisms = smtp.esmtp_features.get("auth", "").upper().split()
+    user, secret = username.encode("utf-8"), password.encode("utf-8")
+    if "PLAIN" in mechanisms:
+        code, reply = smtp.docmd("AUTH", "PLAIN " + _b64(b"\0" + user + b"\0" + secret))
+    elif "LOGIN" in mechanisms:
+        code, reply = smtp.docmd("AUTH", "LOGIN")
+        if code == 334:
+            code, reply = smtp.docmd(_b64(user))
+        if code == 334:
+            code, reply = smtp.docmd(_b64(secret))
+    else:
+        if not (username.isascii() and password.isascii()):
+            raise smtplib.SMTPAuthenticationError(
+                504, b"the server offers neither AUTH PLAIN nor LOGIN, and the others need an ASCII password"
+            )
+        smtp.login(username, password)
+        return
+    if code not in (235, 503):  # 503: already authenticated
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def _reply_text(exc: smtplib.SMTPResponseException) -> str:
