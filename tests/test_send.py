@@ -1155,10 +1155,11 @@ def test_a_password_with_accents_logs_in_as_utf8_and_is_never_echoed(sending, me
     sending.server.configure(tls="starttls", auth=(USER, password))
     sending.server.auth_mechanisms = [mechanism]
     point_at(sending.home, sending.server)
-    env = {**sending.server.tls_env(), "MAILER_SMTP_PASSWORD": password}
-    result = sending.send(sending.content, env=env)
-    assert result.exit_code == 0, result.stderr
-    assert sending.server.auth_attempts == [(USER, password)]
-    wrong = sending.send("1", env={**env, "MAILER_SMTP_PASSWORD": "Crème-wrong"})  # refused: one sentence, exit 3
+    env = {**sending.server.tls_env(), "MAILER_SMTP_PASSWORD": "Crème-wrong"}
+    wrong = sending.send(sending.content, env=env)  # refused: one sentence, exit 3, never echoed
     assert wrong.exit_code == 3 and "refused the login" in wrong.stderr
     assert "Crème" not in wrong.stdout + wrong.stderr and "Traceback" not in wrong.stderr
+    result = sending.send(sending.content, env={**env, "MAILER_SMTP_PASSWORD": password})
+    assert result.exit_code == 0, result.stderr
+    assert sending.server.auth_attempts[-1] == (USER, password)
+    assert len(sending.server.received) == EVERYONE
