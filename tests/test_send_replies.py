@@ -14,8 +14,8 @@ import pytest
 from mailer.clock import FakeClock
 from mailer.store import Store
 from mailer.transport import Reply
-from tests.conftest import Mailer
 from tests import test_send
+from tests.conftest import Mailer
 from tests.test_send import EVERYONE, PIPELINING, Sending, set_config, wire
 
 # test_send.py's fixtures: the sample workspace (made once) and a copy of it per test.

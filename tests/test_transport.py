@@ -11,8 +11,17 @@ import pytest
 from mailer.config import SmtpConfig
 from mailer.errors import ConfigError, SmtpError
 from mailer.transport import (
-    ConnectionLost, DryRunTransport, Envelope, FateUnknown, Outgoing, Reply, SmtpTransport, Stage,
-    envelope_address, orcpt, xtext,
+    ConnectionLost,
+    DryRunTransport,
+    Envelope,
+    FateUnknown,
+    Outgoing,
+    Reply,
+    SmtpTransport,
+    Stage,
+    envelope_address,
+    orcpt,
+    xtext,
 )
 
 MESSAGE = (

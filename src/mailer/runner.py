@@ -17,13 +17,20 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from .campaigns import (
-    checks_for, draft_campaign, find_campaign, refresh_snapshot, renderer_for, repeat_check, store_campaign,
+    checks_for,
+    draft_campaign,
+    find_campaign,
+    refresh_snapshot,
+    renderer_for,
+    repeat_check,
+    store_campaign,
 )
 from .checks import Check
 from .clock import Clock, iso
@@ -34,10 +41,10 @@ from .errors import ExitCode, InputError, Interrupted, MailerError, SmtpError, S
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import Campaign, SentSpan
 from .readiness import audience_problems, complaint_problems, sending_problems
+from .render import CompiledCampaign, compile_campaign, sample_subscriber
 from .repeats import letter_text
 from .runlog import RunLog, loggable
 from .schedule import local_time_text
-from .render import CompiledCampaign, compile_campaign, sample_subscriber
 from .send import AudienceLog, CampaignSender, DeliveryLog, Event, SendOptions, SendResult, StoreLog
 from .store import Store
 from .transport import ConnectionLost, DryRunTransport, Envelope, SmtpTransport, Transport, envelope_address

@@ -29,9 +29,11 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime, timedelta
-from typing import Callable, Iterator, Protocol
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from typing import Protocol
 
 from .clock import Clock, iso, parse_iso
 from .errors import ConfigError, MailerError, SmtpError
@@ -41,7 +43,13 @@ from .replies import Kind, classify, mailbox_full
 from .schedule import workspace_timezone
 from .store import Store
 from .transport import (
-    ConnectionLost, Envelope, Outgoing, Reply, ServerBusy, Transport, envelope_address,
+    ConnectionLost,
+    Envelope,
+    Outgoing,
+    Reply,
+    ServerBusy,
+    Transport,
+    envelope_address,
 )
 
 D = DeliveryStatus

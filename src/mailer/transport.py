@@ -18,9 +18,9 @@ Over SMTP, messages travel in one of three ways, chosen when the connection open
 
 from __future__ import annotations
 
-import re
 import base64
 import os
+import re
 import select
 import smtplib
 import socket

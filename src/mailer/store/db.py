@@ -7,9 +7,10 @@ import hmac
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import Busy, Corrupt, DiskFull, MailerError, StoreError
 from .migrations import MIGRATIONS

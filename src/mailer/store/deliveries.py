@@ -11,9 +11,10 @@ lifecycle.after_crash).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from ..lifecycle import DeliveryStatus, Transition, TransitionError, after_crash, delivery_transition, forbidden
 from ..models import DELIVERY_STATUSES, Delivery, Outcome
@@ -58,7 +59,7 @@ def _guard(t: Transition) -> tuple[str, list[str]]:
 class DeliveryStore:
     """Deliveries of campaigns: read by campaign, changed one transition at a time."""
 
-    def __init__(self, db: "Store"):
+    def __init__(self, db: Store):
         self.db = db
 
     @property
