@@ -7,6 +7,7 @@ the real command.
 from __future__ import annotations
 
 import errno
+import stat
 import os
 import sqlite3
 import subprocess
@@ -229,3 +230,32 @@ def test_a_disk_that_fills_mid_send_says_how_far_it_got(sending, monkeypatch, tm
     assert report["sent"] + report["unknown"] == everyone  # each once: a message whose reply was lost is unknown
     rcpts = [r.rcpt_tos[0] for r in sending.server.received]
     assert len(rcpts) == len(set(rcpts))  # nobody got a second copy
+
+
+@pytest.mark.parametrize("name", ["mailer.db", "secret.key", "mailer.toml", "cron.env"])
+def test_an_output_file_may_not_replace_the_workspaces_own(mailer, tmp_path, name):
+    csv_file = tmp_path / "a.csv"
+    csv_file.write_text("email\nann@example.com\nnot-an-address\n")
+    target = mailer.home / name
+    before = target.read_bytes() if target.exists() else None
+    for args in (["import", csv_file, "--rejects", target], ["export", "-o", target],
+                 ["preview", SPECIALS, "-o", target]):
+        result = mailer(*args)
+        assert result.exit_code == 2 and "workspace's own files" in result.stderr, (args, result.stderr)
+        assert (target.read_bytes() if target.exists() else None) == before
+    assert mailer("subscribers", "list").exit_code == 0  # the list is intact
+
+
+def test_a_device_or_a_folder_as_the_output_file(mailer, tmp_path):
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    assert mailer("export", "-o", fifo).exit_code == 0  # written into the pipe, which stays a pipe
+    reader.join()
+    assert got[0].startswith(b"\xef\xbb\xbfemail,") and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    for args in (["export", "-o", tmp_path], ["preview", SPECIALS, "-o", tmp_path]):
+        result = mailer(*args)
+        assert result.exit_code == 2 and "is a folder" in result.stderr
+        one_sentence(result)

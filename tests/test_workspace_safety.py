@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from pathlib import Path
 from datetime import date
 
 import pytest
@@ -122,3 +123,27 @@ def test_a_key_is_written_whole_or_not_at_all(bare_mailer, monkeypatch):
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert bare_mailer("init", "--no-input").exit_code == 0  # nothing was used yet: a key is made now
     assert len(bytes.fromhex((bare_mailer.home / "secret.key").read_text())) == 32
+
+
+def test_both_files_gone_from_a_used_workspace_are_not_silently_replaced(used):
+    used("send", "--dry-run", Path(__file__).parent.parent / "examples" / "december-specials.md")  # leaves a run log
+    for name in ("mailer.db", "mailer.db-wal", "mailer.db-shm", "secret.key"):
+        (used.home / name).unlink(missing_ok=True)
+    result = used("status")
+    assert result.exit_code == 2 and "both missing" in result.stderr and "init --new-list" in result.stderr
+    assert not (used.home / "mailer.db").exists() and not (used.home / "secret.key").exists()
+    assert used("init", "--no-input").exit_code == 2
+    assert used("init", "--new-list").exit_code == 0  # on purpose
+
+
+def test_new_list_twice_in_one_second_keeps_every_old_list(used):
+    assert used("init", "--new-list").exit_code == 0
+    assert used("subscribers", "add", "carol@example.com").exit_code == 0
+    assert used("init", "--new-list").exit_code == 0  # the same second: the clock does not move
+    kept = sorted(p.name for p in used.home.iterdir() if p.name.startswith("mailer.db.old-") and not p.name.endswith(("-wal", "-shm")))
+    assert len(kept) == 2, kept
+    counts = []
+    for name in kept:
+        with sqlite3.connect(used.home / name) as db:
+            counts.append(db.execute("SELECT count(*) FROM subscribers").fetchone()[0])
+    assert sorted(counts) == [1, 1]  # Ann from the first list, Carol from the second

@@ -42,6 +42,13 @@ def atomic_writer(path: str | os.PathLike, *, mode: int = 0o600, encoding: str |
     The file is created with `mode` (0600: patients' addresses, keys) before a byte is written.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the name of a file to write.")
+    if path.exists() and not path.is_file():
+        # A device or a pipe (/dev/null, /dev/stdout, a FIFO): written to, never replaced.
+        with open(path, "w" if encoding else "wb", encoding=encoding, newline=newline) as special:
+            yield special
+        return
     parent = _parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     try:

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 from .config import Workspace
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, InputError, StoreError
 from .files import write_atomic
 from .store import Store
 
@@ -61,15 +61,39 @@ def _database_present(path: Path) -> bool:
         return False
 
 
-def open_list(ws: Workspace) -> tuple[Store, bytes]:
+def _used(ws: Workspace) -> str:
+    """What shows that this workspace has held a list before ('' when nothing does)."""
+    log = ws.logs_dir / "mailer.log"
+    if log.is_file() and log.stat().st_size:
+        return f"its run log {log}"
+    if any(ws.home.glob(f"{ws.db_path.name}.old-*")):
+        return "an earlier list kept beside it"
+    if ws.outbox_dir.is_dir() and any(ws.outbox_dir.iterdir()):
+        return f"dry-run messages in {ws.outbox_dir}"
+    return ""
+
+
+def open_list(ws: Workspace, *, create: bool = False, fresh: bool = False) -> tuple[Store, bytes]:
     """The workspace's database and key, checked to belong together.
 
-    A new workspace gets both. Refused (exit 2): a key without its database (deleted,
-    or left empty by a full disk), a database that has been used without its key, a key
-    that is empty or short, a key that belongs to another database, a damaged database.
+    `mailer init` (create=True) makes both for a new workspace; every other command needs
+    them. Refused (exit 2): a key without its database (deleted, or left empty by a full
+    disk), a database that has been used without its key, both gone from a workspace
+    that was used, a key that is empty or short, a key of another database, a damaged
+    database. `fresh` is `init --new-list`, which has just put the old pair aside.
     """
     db_path, key_path = ws.db_path, ws.secret_path
     key = read_secret(key_path)
+    if key is None and not _database_present(db_path):
+        used = "" if fresh else _used(ws)
+        if used:
+            raise StoreError(
+                f"mailer.db and secret.key are both missing from {ws.home}, which has held a list ({used}); "
+                "mailer will not start a new one silently.",
+                hint=f"{RESTORE} To start an empty list on purpose: `mailer init --new-list`.",
+            )
+        if not create:
+            raise StoreError(f"There is no list in {ws.home} yet.", hint="Run `mailer init` first.")
     if key is not None and not _database_present(db_path):
         state = "empty" if db_path.exists() else "missing"
         raise StoreError(
@@ -92,6 +116,20 @@ def open_list(ws: Workspace) -> tuple[Store, bytes]:
         store.close()
         raise
     return store, key
+
+
+def refuse_workspace_file(ws: Workspace, path: str | os.PathLike, option: str) -> None:
+    """InputError when an output file (--rejects, export -o, preview -o) would replace one of the
+    workspace's own files: the list, the key, the settings, the lock, the log or cron.env."""
+    own = [ws.db_path, Path(f"{ws.db_path}-wal"), Path(f"{ws.db_path}-shm"), ws.secret_path, ws.config_path,
+           ws.lock_path, ws.home / "cron.env"]
+    target = Path(path).expanduser().resolve()
+    logs = ws.logs_dir.resolve()
+    if target in {p.resolve() for p in own} or target.parent == logs:
+        raise InputError(
+            f"{option} {path} is one of the workspace's own files ({target.name}); writing there would destroy it.",
+            hint="Give a file outside the workspace, e.g. ~/Desktop/backup.csv.",
+        )
 
 
 def forget_files(ws: Workspace, email: str) -> int:
@@ -119,6 +157,10 @@ def start_new_list(ws: Workspace, stamp: str) -> list[Path]:
     Returns the new names of what was put aside; the next open_list makes a fresh pair.
     """
     moved = []
+    n = 1
+    while any(ws.home.glob(f"*.old-{stamp}*")):  # never over an earlier backup of the same second
+        n += 1
+        stamp = f"{stamp.split('.')[0]}.{n}"
     old_db = ws.db_path.with_name(f"{ws.db_path.name}.old-{stamp}")
     renames = [(ws.db_path, old_db), (ws.secret_path, ws.secret_path.with_name(f"{ws.secret_path.name}.old-{stamp}"))]
     # SQLite finds a database's WAL by its name: the WAL moves with it, or its last commits are lost.

@@ -16,6 +16,7 @@ from ..checks import Check
 from ..content import load_content
 from ..errors import ExitCode, InputError, MailerError, NotFound
 from ..files import private_dir, write_atomic
+from ..home import refuse_workspace_file
 from ..inbox.process import MessageReport, process_inbox
 from ..inbox.sources import OneMessage
 from ..render import compile_campaign, resolve_templates, sample_subscriber, templates_in_use
@@ -82,6 +83,7 @@ def preview(
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
+        refuse_workspace_file(ws, output, "--output")
         write_atomic(output, data)
     if out.is_terminal:
         out.line(message.text)

@@ -12,7 +12,7 @@ import typer
 from ..csvio import EXPORT_COLUMNS, export_row, write_csv
 from ..errors import ExitCode, InputError, NotFound
 from ..files import atomic_writer
-from ..home import forget_files
+from ..home import forget_files, refuse_workspace_file
 from ..imports import import_file, look_alike, one_row, seekable
 from ..models import CONSENT_METHODS, STATUSES, HistoryItem, ImportSummary, Subscriber, Typo
 from ..schedule import shown_time
@@ -119,7 +119,9 @@ def _show_summary(st: AppState, summary: ImportSummary, as_json: bool, verb: str
 def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb,
                 email_column=None, name_column=None, fix_typos=False) -> None:
     st = state(ctx)
-    st.workspace(must_exist=verb == "import")
+    ws = st.workspace(must_exist=verb == "import")
+    if rejects is not None:
+        refuse_workspace_file(ws, rejects, "--rejects")
     store = _analysis_store(st) if dry_run else st.store()
     defaults = _defaults(lists, tags, source, "stdin" if str(file) == "-" else Path(file).name, check_dns, fix_typos)
     columns = {k: v for k, v in (("email", email_column), ("name", name_column)) if v}
@@ -219,6 +221,8 @@ def export(
         export_row(s)
         for s in store.subscribers.stream(status=_check_status(status), list_name=list_name, tags=tags or [])
     )
+    if output is not None:
+        refuse_workspace_file(st.workspace(), output, "--output")
     if output is None:
         n = write_csv(sys.stdout, EXPORT_COLUMNS, rows)
     else:

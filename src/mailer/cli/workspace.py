@@ -132,8 +132,9 @@ def init(
         private_dir(d)
     if new_list:
         stamp = st.clock.now().strftime("%Y%m%d-%H%M%S")
-        for moved in start_new_list(ws, stamp):
-            out.warn(f"Kept the old {moved.name.split('.old-')[0]} as {moved}.")
-    store, _ = open_list(ws)
+        moved = start_new_list(ws, stamp)
+        for path in moved:
+            out.warn(f"Kept the old {path.name.split('.old-')[0]} as {path}.")
+    store, _ = open_list(ws, create=True, fresh=new_list)
     store.close()
     out.line(str(ws.home))
