@@ -1163,3 +1163,19 @@ def test_a_password_with_accents_logs_in_as_utf8_and_is_never_echoed(sending, me
     assert result.exit_code == 0, result.stderr
     assert sending.server.auth_attempts[-1] == (USER, password)
     assert len(sending.server.received) == EVERYONE
+
+
+def test_a_template_that_hides_the_footer_from_some_people_fails_them_not_the_law(sending):
+    """`check` renders sample people only; every real message is checked for its footer too."""
+    base = sending.m("templates", "copy", "base")
+    assert base.exit_code == 0, base.stderr
+    path = sending.home / "templates" / "base.txt.j2"
+    text = path.read_text()
+    path.write_text('{% if "example.net" not in email %}' + text + "{% else %}Hello.\n{% endif %}\n")
+    result = sending.send(sending.content)
+    assert result.exit_code == 1
+    got = {r.rcpt_tos[0] for r in sending.server.received}
+    hidden = [a for a in sending.audience() if a.endswith("example.net")]
+    assert hidden and not {wire(a) for a in hidden} & got  # nobody got a message without the footer
+    row = sending.row(hidden[0])
+    assert row["status"] == "failed" and "lacks the unsubscribe link in its text part" in row["reply"]

@@ -161,7 +161,7 @@ def run_checks(
     try:
         if compiled is None:
             compiled = compile_campaign(content, templates, config, secret, list_name=content.template, campaign_key="check", clock=clock)
-        messages = [compiled.render(sample_subscriber(content.template, named=n)) for n in (True, False)]
+        messages = [compiled.render(sample_subscriber(content.template, named=n), check_footer=False) for n in (True, False)]
     except MailerError as exc:
         add("error", "templates", exc.message + (f" ({exc.hint})" if exc.hint else ""))
         return checks

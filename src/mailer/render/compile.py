@@ -18,8 +18,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
+from html import unescape as html_unescape
 
 import jinja2
+from markupsafe import escape as markup_escape
 
 from ..clock import Clock
 from ..config import Config
@@ -364,6 +366,10 @@ class CompiledCampaign:
         self._headers = headers
         self._qp = QuotedPrintable()
         self._places = self._error_places()
+        view = practice_view(config)
+        # The postal address, as the footer prints it: checked in every message, not only
+        # in the sample ones, so a template cannot leave it out for some people.
+        self._address = [part for part in (" ".join(view.street.split()), " ".join(view.city.split())) if part]
 
     @property
     def from_name(self) -> str:
@@ -453,8 +459,12 @@ class CompiledCampaign:
             message = sentence(str(exc)) or type(exc).__name__
         return TemplateError(f"{where}: {message}" + ("" if message.endswith("?") else "."), hint=hint)
 
-    def render(self, subscriber: Subscriber) -> RenderedMessage:
-        """The finished message for one subscriber (Date from the clock, a repeatable Message-ID)."""
+    def render(self, subscriber: Subscriber, *, check_footer: bool = True) -> RenderedMessage:
+        """The finished message for one subscriber (Date from the clock, a repeatable Message-ID).
+
+        TemplateError if it lacks its unsubscribe link or the postal address (unless
+        check_footer is False: `mailer check` looks at the samples part by part itself).
+        """
         now = self.clock.now().astimezone(self._zone)
         sub_id = subscriber.id if subscriber.id is not None else 0
         token = make_token(self.secret, sub_id, self.list_name, now.date())
@@ -466,6 +476,8 @@ class CompiledCampaign:
             self.probe(subscriber)  # names file:line of the sources as written
             raise TemplateError(f"{self.content.name}: cannot render for {subscriber.email}.") from None
         text = _tidy_text(text)
+        if check_footer:
+            self._check_footer(subscriber, token, text, html)
         message_id = self._message_id(subscriber) if self._message_id else self.default_message_id(subscriber)
         if not MESSAGE_ID.match(message_id):
             raise TemplateError(f"The Message-ID {message_id!r} is not of the form <something@domain>.")
@@ -489,6 +501,27 @@ class CompiledCampaign:
             )
         )
         return RenderedMessage(message_id=message_id, to=subscriber.email, data=data, text=text, html=html)
+
+    def _check_footer(self, subscriber: Subscriber, token: str, text: str, html: str) -> None:
+        """Every message, not just the samples `check` renders, carries its unsubscribe link and
+        the postal address in both parts (the law's footer); TemplateError for this person if not."""
+        missing = []
+        for part, body in (("text", text), ("HTML", html)):
+            if token not in body:
+                missing.append(f"the unsubscribe link in its {part} part")
+        if self._address:
+            if not all(piece in " ".join(text.split()) for piece in self._address):
+                missing.append("the postal address in its text part")
+            in_html = all(piece in html or str(markup_escape(piece)) in html for piece in self._address)
+            if not in_html:  # entities or line breaks the cheap look missed
+                in_html = all(piece in " ".join(html_unescape(html).split()) for piece in self._address)
+            if not in_html:
+                missing.append("the postal address in its HTML part")
+        if missing:
+            raise TemplateError(
+                f"{self.content.name}: the message for {subscriber.email} lacks {', '.join(missing)}; "
+                "a template leaves it out for some people."
+            )
 
     def letter(self, subscriber: Subscriber) -> str:
         """What the letter says to one subscriber, without the template around it: subject,
