@@ -143,3 +143,10 @@ def test_text_starting_with_an_ampersand_is_fine_in_quotes():
 def test_a_huge_front_matter_is_refused():
     with pytest.raises(TemplateError, match="front matter is"):
         parse_content("---\nsubject: Hi\npreheader: " + "x" * 70_000 + "\n---\nHi\n", "letter.md")
+
+
+@pytest.mark.parametrize("value", ["2026-02-30", "2026-13-01"])
+def test_a_date_that_does_not_exist_names_its_line(value):
+    text = f"---\nsubject: Hi\ntemplate: specials\noffers:\n  - title: A\n    details: B\n    valid_until: {value}\n---\nHi\n"
+    with pytest.raises(TemplateError, match=r"letter.md:7: the front matter holds a date that does not exist"):
+        parse_content(text, "letter.md")

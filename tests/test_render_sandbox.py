@@ -177,3 +177,25 @@ def test_check_says_what_the_sandbox_refuses(mailer, tmp_path):
     result = mailer("check", path)
     assert result.exit_code == 2
     assert "error\ttemplates\tletter.md:10: '__dict__' is not allowed in letters and templates" in result.stdout
+
+
+@pytest.mark.parametrize("expression", [
+    "{{ 'x'|center(200000000) }}",
+    "{{ '%0200000000d'|format(1) }}",
+    "{{ '%*d'|format(200000000, 1) }}",
+    "{{ 'x'.ljust(200000000) }}",
+    "{{ '{:>200000000}'.format(1) }}",
+    "{{ 'x'|indent(200000000, true) }}",
+])
+def test_a_huge_width_is_refused_before_it_is_built(expression):
+    with pytest.raises(TemplateError, match=r"^letter.md:10: .*not allowed"):
+        renderer(letter(expression))
+
+
+def test_a_letter_that_loops_without_end_is_stopped(monkeypatch):
+    import mailer.render.compile as compile_module
+
+    monkeypatch.setattr(compile_module, "PROBE_SECONDS", 0.5)
+    nested = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    with pytest.raises(TemplateError, match="took more than 0.5 seconds"):
+        renderer(letter(nested))

@@ -100,6 +100,8 @@ def find_campaign(store: Store, ref: str) -> Campaign:
     """A campaign by its id (`3`)."""
     if not ref.strip().isdigit():
         raise InputError(f"{ref!r} is not a campaign id.", hint="See `mailer campaign list`.")
+    if int(ref) > 2**63 - 1:  # more than SQLite can hold: no such campaign
+        raise NotFound(f"There is no campaign {ref.strip()}.", hint="See `mailer campaign list`.")
     return store.campaigns.require(int(ref))
 
 

@@ -87,6 +87,23 @@ def load_content(path: str | Path) -> Content:
     return parse_content(text, path.name)
 
 
+def _value_line(node: yaml.Node, problem: str) -> int:
+    """The line (within the front matter) of the first date-like value YAML cannot build."""
+    stack = [node]
+    while stack:
+        n = stack.pop(0)
+        if isinstance(n, yaml.ScalarNode) and n.tag.endswith(":timestamp"):
+            try:
+                datetime.date.fromisoformat(str(n.value)[:10])
+            except ValueError:
+                return int(n.start_mark.line)
+        elif isinstance(n, yaml.MappingNode):
+            stack += [v for pair in n.value for v in pair]
+        elif isinstance(n, yaml.SequenceNode):
+            stack += list(n.value)
+    return 0
+
+
 def _node_lines(node: yaml.Node, first_line: int, path: tuple = (), out: dict | None = None) -> dict:
     """Where each key and list item of the front matter starts, as file line numbers."""
     out = {} if out is None else out
@@ -146,7 +163,14 @@ def _load_yaml(source: str, name: str, first_line: int) -> tuple[Any, dict]:
     loader = yaml.SafeLoader(source)
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else {}
+        try:
+            data = loader.construct_document(node) if node is not None else {}
+        except ValueError as exc:  # a date that does not exist: 2026-02-30, month 13
+            line = first_line + _value_line(node, str(exc))
+            raise TemplateError(
+                f"{name}:{line}: the front matter holds a date that does not exist ({exc}).",
+                hint="Write dates like 2026-12-31; put other text that looks like a date in quotes.",
+            ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = (mark.line + first_line) if mark else first_line

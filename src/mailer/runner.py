@@ -59,11 +59,20 @@ def options_from_config(ws: Workspace, **overrides: Any) -> SendOptions:
     values: dict[str, Any] = dict(batch_size=s.batch_size, pause=s.pause, rate=s.rate, per_day=s.per_day,
                                   timezone=s.timezone, connections=s.connections,
                                   give_up_after=s.give_up_after * 86400)
+    given = {k for k, v in overrides.items() if v is not None}
     values.update({k: v for k, v in overrides.items() if v is not None})
+
+    def where(key: str) -> str:
+        return f"--{key.replace('_', '-')}" if key in given else f"[sending] {key} in mailer.toml"
+
     if values["batch_size"] < 1:
-        raise InputError("--batch-size must be at least 1.")
+        raise InputError(f"{where('batch_size')} must be at least 1.")
     if not 1 <= values["connections"] <= 20:
-        raise InputError("--connections must be between 1 and 20.")
+        raise InputError(f"{where('connections')} must be between 1 and 20.")
+    if values["pause"] > 86_400:
+        raise InputError(f"{where('pause')} is {values['pause']:g} seconds; at most a day (86400) is allowed.")
+    if values["rate"] and values["rate"] < 1 / 1440:
+        raise InputError(f"{where('rate')} is {values['rate']:g} a minute; at least one a day (0.0007) or 0 for no limit.")
     return SendOptions(**values)
 
 

@@ -261,7 +261,7 @@ def list_(
     list_name: Annotated[Optional[str], typer.Option("--list", "-l", metavar="LIST", help="Only this list.")] = None,
     tags: TagFilterOpt = None,
     search: Annotated[Optional[str], typer.Option("--search", "-s", metavar="TEXT", help="Part of an address or name.")] = None,
-    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="Show at most this many.", min=1)] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", metavar="N", help="Show at most this many.", min=1, max=2**62)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List subscribers (paged on a terminal)."""

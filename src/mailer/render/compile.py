@@ -15,10 +15,14 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from html import unescape as html_unescape
+from typing import Any
 
 import jinja2
 from markupsafe import escape as markup_escape
@@ -116,6 +120,32 @@ class _Headers:
     end: bytes
 
 
+PROBE_SECONDS = 10  # a letter that takes longer for one sample person would hang a whole send
+
+
+@contextmanager
+def _time_limit(seconds: float, name: str) -> Iterator[None]:
+    """A TemplateError if the block runs longer than `seconds` (only where signals can be used:
+    the main thread of a POSIX process; elsewhere the block simply runs)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def too_long(signum: int, frame: Any) -> None:
+        raise TemplateError(
+            f"{name}: rendering it for a sample subscriber took more than {seconds:g} seconds "
+            "(a loop inside a loop?), so it was stopped."
+        )
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def compile_campaign(
     content: Content,
     templates: Mapping[str, str],
@@ -151,8 +181,9 @@ def compile_campaign(
         headers=_fixed_headers(content, config, sender, list_name),
     )
     # Render for sample subscribers now, so an undefined name stops us before any message.
-    for named in (True, False):
-        campaign.probe(sample_subscriber(list_name, named=named))
+    with _time_limit(PROBE_SECONDS, content.name):
+        for named in (True, False):
+            campaign.probe(sample_subscriber(list_name, named=named))
     return campaign
 
 

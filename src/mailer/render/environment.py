@@ -13,11 +13,12 @@ Also the tag protector: Markdown and the CSS inliner must not see `{{ }}` and `{
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 from jinja2.runtime import Namespace
@@ -141,10 +142,58 @@ class SourceLoader(jinja2.BaseLoader):
         return sorted(self.sources)
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+def _refuse_large(args: Any, kwargs: Any, text: Any = None) -> None:
+    """A width, count or padding beyond the sandbox's bound (in an argument, or written in a
+    format string) would make one call build gigabytes: refused like a huge range."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_ITEMS:
+            raise jinja2.exceptions.SecurityError(
+                f"a width or count over {_MAX_ITEMS:,} is not allowed in letters and templates"
+            )
+    if isinstance(text, str) and any(len(d) > 6 or int(d) > _MAX_ITEMS for d in _DIGITS.findall(text)):
+        raise jinja2.exceptions.SecurityError(
+            f"a format with a width over {_MAX_ITEMS:,} is not allowed in letters and templates"
+        )
+
+
+def _bounded(f: Callable[..., Any], *, formats: bool = False) -> Callable[..., Any]:
+    """A filter that refuses huge widths and counts (center(10**9); with formats, '%0999999999d'|format)."""
+
+    @functools.wraps(f)  # keeps Jinja's pass_environment / pass_eval_context marks
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _refuse_large(args, kwargs, args[0] if formats and args else None)
+        return f(*args, **kwargs)
+
+    return guarded
+
+
 class Sandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, refusing at once (not with a silent Undefined) and fast on our views."""
 
     intercepted_binops = frozenset(["*", "**"])
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
+        # 'x'.ljust(10**9), '{:>999999999}'.format(1): a str method builds what it is asked to.
+        owner = getattr(__obj, "__self__", None)
+        is_format = isinstance(owner, str) and getattr(__obj, "__name__", "") in ("format", "format_map", "__mod__")
+        _refuse_large(args, kwargs, owner if is_format else None)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # '{:>999999999}'.format(1): the sandbox checks what a format reaches, not its widths.
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            _refuse_large(args, kwargs, text)
+            return wrapped(*args, **kwargs)
+
+        return bounded
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         view = VIEWS.get(type(obj))
@@ -189,6 +238,9 @@ def make_environment(sources: Mapping[str, str]) -> jinja2.Environment:
         auto_reload=False,
         cache_size=-1,
     )
+    for name in ("center", "indent", "slice", "batch", "truncate", "wordwrap", "join", "replace"):
+        env.filters[name] = _bounded(env.filters[name])
+    env.filters["format"] = _bounded(env.filters["format"], formats=True)
     env.filters["default"] = env.filters["d"] = _default
     # Only what a letter needs: lipsum, cycler, joiner and dict go (each a way into Python).
     env.globals.clear()
