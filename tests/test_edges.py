@@ -259,3 +259,46 @@ def test_a_device_or_a_folder_as_the_output_file(mailer, tmp_path):
         result = mailer(*args)
         assert result.exit_code == 2 and "is a folder" in result.stderr
         one_sentence(result)
+
+
+def test_an_endless_device_is_refused_before_it_fills_the_disk(mailer):
+    result = mailer("import", "/dev/zero")
+    assert result.exit_code == 2 and "binary file" in result.stderr
+    one_sentence(result)
+
+
+def test_an_outbox_message_that_is_a_symbolic_link_is_replaced_not_followed(mailer, tmp_path):
+    assert mailer("import", REPO / "examples" / "patients.csv").exit_code == 1
+    assert mailer("send", SPECIALS, "--dry-run").exit_code == 0
+    folder = mailer.home / "outbox" / "december-specials"
+    first = sorted(folder.iterdir())[0]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    first.unlink()
+    first.symlink_to(victim)
+    assert mailer("send", SPECIALS, "--dry-run").exit_code == 0
+    assert victim.read_text() == "keep me" and not first.is_symlink()
+
+
+def test_init_where_no_folder_can_be_made_is_one_sentence(tmp_path, clock):
+    from tests.conftest import Mailer
+
+    result = Mailer(Path("/proc/1/no-such-folder/ws"), clock)("init", "--no-input")
+    assert result.exit_code == 2 and "Cannot create the workspace" in result.stderr
+    one_sentence(result)
+
+
+@pytest.mark.parametrize("option", [["--pause", "1e300"], ["--rate", "1e-300"]])
+def test_a_pause_or_rate_beyond_reason_is_one_sentence(sending, option):
+    result = sending.send(sending.content, *option)
+    assert result.exit_code == 2 and option[0] in result.stderr
+    one_sentence(result)
+    assert sending.server.received == []
+
+
+def test_a_campaign_id_beyond_sqlite_is_simply_not_there(mailer):
+    for args in (["report", "99999999999999999999999"], ["campaign", "show", "99999999999999999999999"],
+                 ["send", "99999999999999999999999", "--dry-run"]):
+        result = mailer(*args)
+        assert result.exit_code == 2 and "no campaign" in result.stderr.lower(), args
+        one_sentence(result)

@@ -222,6 +222,30 @@ def _has_cp1252_holes(fh: IO[bytes]) -> bool:
     return False
 
 
+def _utf16_without_bom(head: bytes) -> str:
+    """'utf-16-le' or 'utf-16-be' when every other byte is a zero (ASCII text in UTF-16), else ''."""
+    if b"\x00" in head:
+        even, odd = head[0::2], head[1::2]
+        if odd.count(0) > len(odd) * 0.3 and even.count(0) < len(even) * 0.05:
+            return "utf-16-le"
+        if even.count(0) > len(even) * 0.3 and odd.count(0) < len(odd) * 0.05:
+            return "utf-16-be"
+    return ""
+
+
+def sniff_binary(head: bytes) -> str:
+    """What the first bytes of a file are when they are not text ('is a PDF document', 'looks
+    like a binary file'), or '' for text in any encoding we read (UTF-16 included)."""
+    if head.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _utf16_without_bom(head):
+        return ""
+    for magic, what in _NOT_CSV:
+        if head.startswith(magic):
+            return f"is {what}"
+    if len(_BINARY_BYTES.findall(head)) * 20 > len(head):
+        return "looks like a binary file"
+    return ""
+
+
 def detect_encoding(path: Path) -> str:
     """Name the codec of a CSV file: BOMs first, then UTF-16 by its zero bytes, then UTF-8, cp1252, latin-1."""
     with open(path, "rb") as fh:
@@ -242,17 +266,12 @@ def detect_encoding(path: Path) -> str:
                 f"{path} is an old Excel (.xls) workbook, not CSV.",
                 hint="In Excel choose File > Save As > CSV UTF-8, then import that file.",
             )
-        for magic, what in _NOT_CSV:
-            if head.startswith(magic):
-                raise InputError(f"{path} is {what}, not CSV text.")
-        if b"\x00" in head:
-            even, odd = head[0::2], head[1::2]
-            if odd.count(0) > len(odd) * 0.3 and even.count(0) < len(even) * 0.05:
-                return "utf-16-le"
-            if even.count(0) > len(even) * 0.3 and odd.count(0) < len(odd) * 0.05:
-                return "utf-16-be"
-        if len(_BINARY_BYTES.findall(head)) * 20 > len(head):
-            raise InputError(f"{path} looks like a binary file, not CSV text.")
+        utf16 = _utf16_without_bom(head)
+        if utf16:
+            return utf16
+        what = sniff_binary(head)
+        if what:
+            raise InputError(f"{path} {what}, not CSV text.")
         fh.seek(0)
         bad_line, utf8_seen = _utf8_scan(fh)
         if bad_line is None:

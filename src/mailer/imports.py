@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
-from .csvio import REJECT_COLUMNS, CsvFile, map_columns, neutralise, open_csv
+from .csvio import REJECT_COLUMNS, CsvFile, map_columns, neutralise, open_csv, sniff_binary
 from .errors import InputError
 from .files import atomic_writer
 from .models import ImportSummary, Reject, Subscriber, Typo
@@ -146,15 +146,36 @@ def seekable(path: str | os.PathLike, stdin: IO[bytes] | None = None) -> Iterato
         if regular or path.is_dir():
             yield path
             return
+    name = "standard input" if str(path) == "-" else str(path)
     with tempfile.NamedTemporaryFile(prefix="mailer-input-", suffix=".csv") as tmp:
         if str(path) == "-":
             assert stdin is not None
-            shutil.copyfileobj(stdin, tmp)
+            _spool(stdin, tmp, name)
         else:
             with open(path, "rb") as source:
-                shutil.copyfileobj(source, tmp)
+                _spool(source, tmp, name)
         tmp.flush()
         yield Path(tmp.name)
+
+
+MAX_SPOOLED = 2 << 30  # 2 GB: far beyond any practice's list, far below a full disk
+
+
+def _spool(source: IO[bytes], target: IO[bytes], name: str) -> None:
+    """Copy a stream that can be read only once, refusing what is not text (/dev/zero) and
+    what never ends (/dev/urandom) before it fills the disk."""
+    copied = 0
+    first = True
+    while chunk := source.read(1 << 20):
+        if first:
+            first = False
+            what = sniff_binary(chunk)
+            if what:
+                raise InputError(f"{name} {what}, not CSV text.")
+        copied += len(chunk)
+        if copied > MAX_SPOOLED:
+            raise InputError(f"{name} goes on past {MAX_SPOOLED >> 30} GB, which no subscriber list does; stopped reading it.")
+        target.write(chunk)
 
 
 def describe(csv_file: CsvFile) -> str:

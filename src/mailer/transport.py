@@ -697,7 +697,8 @@ class DryRunTransport:
             raise ConfigError(f"{self.folder} is a symbolic link; remove it, then run the dry-run again.")
         self.folder.mkdir(exist_ok=True, mode=0o700)
         for old in self.folder.iterdir():  # what an earlier dry-run of this campaign wrote
-            if _OUR_EML.match(old.name) and old.is_file() and not old.is_symlink():
+            # A link with one of our names is removed as a link (its target is never touched).
+            if _OUR_EML.match(old.name) and (old.is_symlink() or old.is_file()):
                 old.unlink()
         self._fresh = True
 
@@ -718,7 +719,10 @@ class DryRunTransport:
     def send(self, envelope: Envelope, data: bytes) -> Reply:
         name = _UNSAFE_FILE_CHARS.sub("_", envelope.recipient).lstrip(".")
         path = self.folder / f"{envelope.seq}-{name}.eml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"Cannot write {path}: {exc.strerror}; nothing was sent.") from None
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         return Reply(250, f"written to {path}")

@@ -107,7 +107,11 @@ def init(
     st = state(ctx)
     ws = st.workspace(must_exist=False)
     out = st.output
-    ws.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        ws.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise InputError(f"Cannot create the workspace {ws.home}: {exc.strerror}.",
+                         hint="Choose a folder you can write to, with --home or MAILER_HOME.") from None
     if ws.config_path.exists():
         load_config(ws.config_path)  # a broken file is reported, not overwritten
         out.info(f"{ws.config_path} already exists; left as it is.")
