@@ -7,9 +7,9 @@ the real command.
 from __future__ import annotations
 
 import errno
-import stat
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading

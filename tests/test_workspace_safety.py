@@ -10,8 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from pathlib import Path
 from datetime import date
+from pathlib import Path
 
 import pytest
 

@@ -32,11 +32,11 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
+from .text import CONTROL_BUT_TAB
 
 TEMPLATES = ("news", "specials")
 FIELDS = ("subject", "preheader", "template", "from_name", "reply_to", "offers")
 OFFER_FIELDS = ("title", "details", "price", "was_price", "code", "valid_until")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _JINJA = re.compile(r"\{\{|\{%|\{#")
 _DELIMITER = re.compile(r"^---[ \t]*$")
 _END = re.compile(r"^(---|\.\.\.)[ \t]*$")
@@ -214,7 +214,7 @@ class _Fields:
             # A bare number in YAML (price: 65) means dollars; the practice is in the US.
             value = f"${value:,.2f}".replace(".00", "")
         value = str(value).strip()
-        if _CONTROL.search(value) and path[-1] != "details":
+        if CONTROL_BUT_TAB.search(value) and path[-1] != "details":
             raise self.fail(path, f"'{label}' must be one line of text.")
         if _JINJA.search(value):
             raise self.fail(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterator

@@ -588,7 +588,7 @@ class _Connection:
             if self.shared.quota_today:
                 return "the relay's sending quota for today was reached earlier"
             if o.limit is not None and r.handed_over >= o.limit:
-                return f"sent the {o.limit} allowed by --limit"
+                return f"handed over the {o.limit} messages --limit allowed"
             if o.per_day and self.shared.day_count >= o.per_day:
                 return f"reached today's cap of {o.per_day} messages"
             if take:
@@ -1098,7 +1098,7 @@ class _Connection:
                 work.handed = False
                 self._count(D.UNKNOWN)
                 self.s.stop(
-                    f"The SMTP server fell silent after receiving the message to {work.email} ({exc}); "
+                    f"The SMTP server gave no proper answer after receiving the message to {work.email} ({exc}); "
                     "it may have been accepted, so it is not sent again. The rest is left pending for the next run.",
                     server_lost=True,
                 )

@@ -7,9 +7,11 @@ import unicodedata
 
 # C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: none may reach
 # a mail header (a line break there would add headers of its own) or a terminal.
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The bidirectional overrides and isolates (U+202A-E, U+2066-9) are refused with them: they
+# make a terminal or a mail program show text other than what is stored.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # The same, but a tab is allowed (text fields of a content file).
-CONTROL_BUT_TAB = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_BUT_TAB = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 # A list's name: it travels in unsubscribe tokens and List-Id headers.
 LIST_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")

@@ -137,7 +137,8 @@ def verify_verp_token(secret: bytes, token: str) -> int:
     if match.group(1) != _base36(delivery_id) or delivery_id >= 36**13 or not hmac.compare_digest(_verp_mac(secret, delivery_id), match.group(2)):
         raise bad
     return delivery_id
-_SUBJECT = re.compile(r"unsubscribe\s+(\S+)", re.IGNORECASE)
+_SUBJECT = re.compile(r"unsubscribe(?:\s+|%20)([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)", re.IGNORECASE)
+_LINK = re.compile(r"<?(?:mailto:|https?://)[^\s<>]+>?", re.IGNORECASE)
 
 
 def token_from(pasted: str) -> str:
@@ -146,6 +147,11 @@ def token_from(pasted: str) -> str:
     with token=. Anything else is returned as it is (verify_token then says it is not valid).
     """
     text = pasted.strip().strip("<>").strip()
+    # A whole line pasted from a message ("Unsubscribe: mailto:...", "... <https://...>"):
+    # the link in it is what counts.
+    inner = _LINK.search(text)
+    if inner and inner.start() > 0:
+        text = inner.group(0).strip("<>")
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):

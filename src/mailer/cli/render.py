@@ -273,8 +273,11 @@ def unsubscribe(
     assert token is not None
     info = verify_token(st.secret(), token_from(token))
     store = st.store()
-    sub = store.subscribers.get_by_id(info.subscriber_id)
-    if sub is None:
+    sub = store.subscribers.get_by_id(info.subscriber_id) if info.subscriber_id else None
+    if not info.subscriber_id:  # previews and test messages carry a token for nobody (id 0)
+        result = {"subscriber": None, "list": info.list_name, "issued": info.issued.isoformat(), "changed": False}
+        message = "This link comes from a preview or a test message; it names nobody, so nothing changed."
+    elif sub is None:
         result = {"subscriber": None, "list": info.list_name, "issued": info.issued.isoformat(), "changed": False}
         message = "The person this token was made for is no longer on the list (erased); nothing to do."
     else:

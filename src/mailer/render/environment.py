@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
 from jinja2.runtime import Namespace

@@ -15,12 +15,12 @@ from datetime import UTC, tzinfo
 from ..config import Config
 from ..errors import ConfigError, TemplateError
 from ..schedule import workspace_timezone
+from ..text import CONTROL
 from ..validate import InvalidValue, ascii_domain
 
 CRLF = b"\r\n"
 
 # C0, DEL, C1 controls and the Unicode line separators: never allowed into a header.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _HEADER_SAFE_ADDR = re.compile(r"^[^\x00-\x20\x7f-\x9f]+@[\x21-\x7e]+$")
 _ADDR_SPECIALS = re.compile(r'[<>()\[\]\\,;:"\s]')
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
@@ -57,7 +57,7 @@ class QuotedPrintable:
 
 def clean_name(name: str) -> str:
     """A display name as a reader sees it: a line break or control character is just a space."""
-    return " ".join(_CONTROL.sub(" ", name).split())
+    return " ".join(CONTROL.sub(" ", name).split())
 
 
 # -- headers ---------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def message_zone(config: Config) -> tzinfo:
 
 def check_uri(value: str, what: str) -> str:
     """A link from mailer.toml, refused when it holds spaces or characters a header cannot carry."""
-    if _CONTROL.search(value) or re.search(r"[\s<>\"]", value):
+    if CONTROL.search(value) or re.search(r"[\s<>\"]", value):
         raise ConfigError(f"{what} {value!r} contains spaces or characters a link cannot hold.")
     return value
 
