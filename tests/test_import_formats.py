@@ -415,3 +415,12 @@ def test_a_rejected_formula_name_comes_back_from_the_rejects_file_as_it_was(mail
     summary, _ = import_json(mailer, rejects_file)
     assert summary["added"] == 1
     assert people(mailer)["formula@example.com"]["first_name"] == '=HYPERLINK("http://evil.example","click")'
+
+
+def test_a_bidirectional_override_in_a_name_is_refused(mailer, tmp_path):
+    f = tmp_path / "rtl.csv"
+    f.write_text("email,first name\nann@example.com,Ann\u202egpj.exe\nbob@example.com,Bob\n", encoding="utf-8")
+    result = mailer("import", f, "--json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 1 and doc["added"] == 1
+    assert doc["rejects"][0]["line"] == 2 and "control character" in doc["rejects"][0]["reason"]
