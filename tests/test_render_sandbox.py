@@ -12,6 +12,7 @@ import pytest
 
 from mailer.errors import TemplateError
 
+from .conftest import REPO
 from .test_render import EXAMPLES, JANE, TEMPLATES, renderer
 
 SECRET_VALUE = "hunter2-smtp-password"
@@ -199,3 +200,17 @@ def test_a_letter_that_loops_without_end_is_stopped(monkeypatch):
     nested = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     with pytest.raises(TemplateError, match="took more than 0.5 seconds"):
         renderer(letter(nested))
+
+
+def test_subscriber_data_cannot_be_printed_as_html():
+    with pytest.raises(TemplateError, match=r"^letter.md:10: the safe filter is not allowed"):
+        renderer(letter("{{ first_name | safe }}"))
+
+
+def test_a_template_that_is_a_link_to_another_file_is_refused(mailer, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the key to everything")
+    (mailer.home / "templates" / "news.txt.j2").symlink_to(secret)
+    result = mailer("preview", REPO / "examples" / "monthly-news.md", "--format", "text", "-o", "-")
+    assert result.exit_code == 2 and "symbolic link" in result.stderr
+    assert "the key to everything" not in result.stdout

@@ -170,6 +170,14 @@ def _bounded(f: Callable[..., Any], *, formats: bool = False) -> Callable[..., A
     return guarded
 
 
+def _no_safe(value: Any) -> Any:
+    """`| safe` would print a subscriber's name as HTML: refused (a letter's own HTML needs no filter)."""
+    raise jinja2.exceptions.SecurityError(
+        "the safe filter is not allowed in letters and templates: what subscribers gave is always escaped "
+        "(write HTML straight into the letter instead)"
+    )
+
+
 class Sandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox, refusing at once (not with a silent Undefined) and fast on our views."""
 
@@ -242,6 +250,7 @@ def make_environment(sources: Mapping[str, str]) -> jinja2.Environment:
         env.filters[name] = _bounded(env.filters[name])
     env.filters["format"] = _bounded(env.filters["format"], formats=True)
     env.filters["default"] = env.filters["d"] = _default
+    env.filters["safe"] = _no_safe
     # Only what a letter needs: lipsum, cycler, joiner and dict go (each a way into Python).
     env.globals.clear()
     env.globals.update(range=_range, namespace=Namespace)

@@ -46,7 +46,13 @@ def templates_in_use(workspace: Any) -> list[tuple[str, str, Path]]:
 def resolve_templates(workspace: Any) -> dict[str, str]:
     """The template sources in use, by file name; a file in the workspace's templates/ wins."""
     sources = {}
-    for name, _origin, path in templates_in_use(workspace):
+    for name, origin, path in templates_in_use(workspace):
+        if origin == "workspace" and path.is_symlink():
+            # A link could pull any file of this machine (a key, /etc/passwd) into every message.
+            raise TemplateError(
+                f"{path} is a symbolic link; templates/ holds real files only.",
+                hint=f"Copy the file there instead (`mailer templates copy {name.split('.')[0]}` starts from ours).",
+            )
         try:
             sources[name] = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
