@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from .checks import Check, run_checks
 from .clock import Clock, iso, parse_iso
@@ -74,7 +75,7 @@ def store_campaign(store: Store, draft: Campaign, clock: Clock) -> Campaign:
 
 
 def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock: Clock, *,
-                    secret: bytes | None = None, allow_repeat: bool = False, **audience) -> Campaign:
+                    secret: bytes | None = None, allow_repeat: bool = False, **audience: Any) -> Campaign:
     """`mailer campaign create`: draft a campaign from a content file and store it.
 
     With the workspace's secret the letter is rendered once and kept, and a letter that
@@ -160,20 +161,21 @@ def refresh_snapshot(store: Store | None, ws: Workspace, campaign: Campaign) -> 
     """
     notes: list[str] = []
     path = Path(campaign.content_path) if campaign.content_path else None
+    file_name = path.name if path is not None else campaign.name
     current = None
     if path is not None and path.is_file():
         current = load_content(path)
     if campaign.started:
         if current is not None and _hash(current.text) != campaign.content_hash:
             notes.append(
-                f"{path.name} has changed since campaign {campaign.id} started; the copy taken then is what is sent."
+                f"{file_name} has changed since campaign {campaign.id} started; the copy taken then is what is sent."
             )
         return campaign, notes
     templates = json.dumps(resolve_templates(ws), sort_keys=True)
     content = current or parse_content(campaign.content, campaign.name)
     if content.text != campaign.content or templates != campaign.templates:
         if content.text != campaign.content:
-            notes.append(f"{path.name} changed since campaign {campaign.id} was created; sending the new text.")
+            notes.append(f"{file_name} changed since campaign {campaign.id} was created; sending the new text.")
         campaign = replace(
             campaign, content=content.text, content_hash=_hash(content.text), templates=templates,
             subject=content.subject, template=content.template,

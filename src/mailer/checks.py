@@ -7,7 +7,7 @@ without) and looks at what a subscriber, a spam filter or the law would see.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from html import unescape
@@ -39,15 +39,15 @@ class Check:
 class _Page(HTMLParser):
     """Links, images, scripts and visible text of an HTML part."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.links: list[str] = []
-        self.images: list[dict] = []
+        self.images: list[dict[str, str | None]] = []
         self.scripts: list[str] = []
         self.text: list[str] = []
         self._hidden = 0
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "a" and a.get("href") is not None:
             self.links.append(a["href"] or "")
@@ -63,11 +63,11 @@ class _Page(HTMLParser):
         if tag in ("style", "title", "head"):
             self._hidden += 1
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         if tag in ("style", "title", "head") and self._hidden:
             self._hidden -= 1
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         if not self._hidden:
             self.text.append(data)
 
@@ -221,7 +221,7 @@ def run_checks(
     return checks
 
 
-def _header_lines(data: bytes, add) -> None:
+def _header_lines(data: bytes, add: Callable[[str, str, str], None]) -> None:
     """RFC 5322 asks for header lines of at most 78 characters (998 at most): say which are longer."""
     lines = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").split("\r\n")
     name = ""

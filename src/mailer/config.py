@@ -7,7 +7,7 @@ import json
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,7 +341,7 @@ def _q(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _toml_list(items) -> str:
+def _toml_list(items: Sequence[str]) -> str:
     """A TOML array of strings, wrapped at about 88 columns."""
     if not items:
         return "[]"

@@ -10,13 +10,19 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader  # what csv.reader() returns: an iterator that counts lines
+
+    from .models import Subscriber
 
 SAMPLE_BYTES = 64 * 1024
 CHUNK = 1 << 20
@@ -325,7 +331,7 @@ class CsvFile:
     columns: ColumnMap
     headerless: bool
     _stream: IO[str]
-    _reader: Iterator[list[str]]
+    _reader: CsvReader
     _first: tuple[int, list[str]] | None
     _kept: list[str]  # the physical lines of the record being read (see `_tap`)
 
@@ -344,10 +350,10 @@ class CsvFile:
             self._first = None
         kept.clear()
         reader = self._reader
-        line = reader.line_num  # type: ignore[attr-defined]
+        line = reader.line_num
         try:
             for cells in reader:
-                start, line = line + 1, reader.line_num  # type: ignore[attr-defined]
+                start, line = line + 1, reader.line_num
                 spanned = "".join(kept) if len(kept) > 1 else ""
                 kept.clear()
                 if any(c.strip() for c in cells):
@@ -375,7 +381,7 @@ class CsvFile:
     def __enter__(self) -> CsvFile:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -396,7 +402,7 @@ def _shown(header: Sequence[str]) -> str:
     return ", ".join(repr(h) for h in header[:12]) + (", ..." if len(header) > 12 else "")
 
 
-def open_csv(path: str | Path, encoding: str | None = None, columns: dict[str, str] | None = None) -> CsvFile:
+def open_csv(path: str | os.PathLike[str], encoding: str | None = None, columns: dict[str, str] | None = None) -> CsvFile:
     """Open a subscriber CSV: detect encoding and delimiter, find the header and the email column.
 
     `columns` are the columns a person chose by name (--email-column, --name-column).
@@ -475,7 +481,7 @@ def _open_stream(path: Path, stream: IO[str], encoding: str, chosen: dict[str, s
     )
 
 
-def export_row(s) -> list[str]:
+def export_row(s: Subscriber) -> list[str]:
     """A Subscriber as a row of EXPORT_COLUMNS (lists and tags comma-joined)."""
     return [
         s.email, s.first_name, s.last_name, s.status, ",".join(s.lists), ",".join(s.tags), s.source,

@@ -25,6 +25,9 @@ from .errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from .config import Config, DkimConfig
+    from .models import Subscriber
+    from .render import RenderedMessage
+    from .send import Renderer
 
 # h=: what a receiver shows or acts on. Only those present are signed (signing an absent
 # header would make any later, legitimate addition break the signature).
@@ -163,11 +166,11 @@ def signer_for(config: Config, home: Path | None = None) -> Signer | None:
 class SignedCampaign:
     """A compiled campaign whose every rendered message is DKIM-signed (the same interface)."""
 
-    def __init__(self, compiled: Any, signer: Signer):
+    def __init__(self, compiled: Renderer, signer: Signer):
         self.compiled = compiled
         self.signer = signer
 
-    def render(self, subscriber: Any) -> Any:
+    def render(self, subscriber: Subscriber) -> RenderedMessage:
         """The compiled campaign's message for `subscriber`, with a DKIM-Signature header first."""
         message = self.compiled.render(subscriber)
         return dataclasses.replace(message, data=self.signer.sign(message.data))

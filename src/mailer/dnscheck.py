@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,7 +122,7 @@ class _SpfWalk:
     expected: str | None
     lookups: int = 0
     included: bool = False
-    problems: list[str] | None = None
+    problems: list[str] = field(default_factory=list)
 
     def walk(self, domain: str, record: str, seen: set[str]) -> None:
         """Count the DNS-querying terms of record and the records it includes, as a receiver would."""
@@ -231,7 +231,7 @@ def check_spf(resolver: dns.resolver.Resolver, domain: str, relay: Provider | No
 
 
 def _tags(record: str) -> dict[str, str]:
-    tags = {}
+    tags: dict[str, str] = {}
     for part in record.split(";"):
         key, sep, value = part.partition("=")
         if sep:

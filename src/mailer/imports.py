@@ -89,13 +89,13 @@ def _rejects_writer(path: Path | None, header: tuple[str, ...]) -> Iterator:
 def import_file(
     store: Store,
     secret: bytes,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     defaults: RowDefaults,
     now: str,
     *,
     encoding: str | None = None,
     commit: bool = True,
-    rejects_path: str | os.PathLike | None = None,
+    rejects_path: str | os.PathLike[str] | None = None,
     columns: dict[str, str] | None = None,
 ) -> ImportSummary:
     """Import (commit=True) or analyse (commit=False) a subscriber CSV file.

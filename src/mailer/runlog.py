@@ -8,10 +8,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .clock import iso
+from .clock import Clock, iso
 from .text import mask_addresses
+
+if TYPE_CHECKING:
+    from .send import Event
 
 MAX_BYTES = 1_000_000
 BACKUPS = 5
@@ -20,7 +23,7 @@ BACKUPS = 5
 class RunLog:
     """Appends structured lines to a log file; rotates it (mailer.log.1 ... .5) past MAX_BYTES."""
 
-    def __init__(self, path: Path, clock, command: str):
+    def __init__(self, path: Path, clock: Clock, command: str):
         self.path = Path(path)
         self.clock = clock
         self.command = command
@@ -62,7 +65,7 @@ def _masked(value: Any) -> Any:
     return value
 
 
-def loggable(event, campaign: int) -> dict:
+def loggable(event: Event, campaign: int) -> dict[str, Any]:
     """An event for the log, naming the delivery by its number, never the address.
 
     The log outlives an erasure (it is rotated, not rewritten), so it holds no one's address.
@@ -72,7 +75,7 @@ def loggable(event, campaign: int) -> dict:
     return {"campaign": campaign, "delivery": d.seq if d is not None else None, "message": message}
 
 
-def last_event(path: Path, event: str = "end") -> dict | None:
+def last_event(path: Path, event: str = "end") -> dict[str, Any] | None:
     """The newest line of a kind (by default the end of the last run), read from the file's tail."""
     try:
         with open(path, "rb") as fh:

@@ -45,7 +45,7 @@ from .render import CompiledCampaign, compile_campaign, sample_subscriber
 from .repeats import letter_text
 from .runlog import RunLog, loggable
 from .schedule import local_time_text
-from .send import AudienceLog, CampaignSender, DeliveryLog, Event, SendOptions, SendResult, StoreLog
+from .send import AudienceLog, CampaignSender, DeliveryLog, Event, Renderer, SendOptions, SendResult, StoreLog
 from .store import Store
 from .transport import ConnectionLost, DryRunTransport, Envelope, SmtpTransport, Transport, envelope_address
 from .validate import InvalidValue, normalise_email
@@ -281,8 +281,9 @@ def run_campaign(
         )
 
     signer = signer_for(ws.config, ws.home)  # a key that cannot be used stops us here, before anything changed
+    sending: Renderer = renderer
     if signer is not None:
-        renderer = SignedCampaign(renderer, signer)
+        sending = SignedCampaign(renderer, signer)
     to_send = (store.subscribers.audience_count(campaign.list_name, campaign.tags) if not campaign.started
                else store.deliveries.counts(campaign.id)[D.PENDING])
     if not dry_run and transport is None:
@@ -315,7 +316,7 @@ def run_campaign(
         if not dry_run and isinstance(transport, SmtpTransport):
             smtp, password = ws.config.smtp, ws.smtp_password(environ)
             factory = lambda: SmtpTransport(smtp, password)  # noqa: E731
-        engine = CampaignSender(delivery_log, renderer, transport, clock, options,
+        engine = CampaignSender(delivery_log, sending, transport, clock, options,
                                 sender=sender_address(ws), transport_factory=factory, campaign_key=campaign.key)
         total = min(to_send, options.limit) if options.limit is not None else to_send
         observer.progress(_logged(engine.run(), log, campaign.id), total)
@@ -493,7 +494,7 @@ def send_test(
     if any(c.level == "error" for c in checks):
         raise ChecksFailed("The pre-send checks found errors (above); no test message was sent.", checks,
                            hint=f"Run `mailer check {ref}` for the full table.")
-    renderer = compile_campaign(
+    renderer: Renderer = compile_campaign(
         replace(content, subject=f"[TEST] {content.subject}"), json.loads(campaign.templates), ws.config, secret,
         list_name=campaign.list_name, campaign_key=f"test:{secrets.token_hex(8)}", clock=clock,
     )

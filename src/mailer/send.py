@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as dtime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict, Unpack
 
 from .clock import Clock, iso, parse_iso
 from .errors import ConfigError, MailerError, SmtpError
@@ -51,6 +51,9 @@ from .transport import (
     Transport,
     envelope_address,
 )
+
+if TYPE_CHECKING:
+    from .render import RenderedMessage
 
 D = DeliveryStatus
 
@@ -294,7 +297,9 @@ class AudienceLog:
 
 
 class Renderer(Protocol):
-    def render(self, subscriber: Subscriber): ...
+    """What the engine renders with: a CompiledCampaign, or one whose messages are DKIM-signed."""
+
+    def render(self, subscriber: Subscriber) -> RenderedMessage: ...
 
 
 def day_start(now: datetime, timezone: str) -> datetime:
@@ -323,6 +328,15 @@ class _Shared:
         self.live = 0  # connections still working (not retired, not finished)
         self.orphans: list[Outgoing] = []  # marked 'sending' by a connection the relay refused: for the others
         self.paused_campaign = False
+
+
+class _OutcomeDetails(TypedDict, total=False):
+    """The optional fields of an Outcome, as _settle passes them on."""
+
+    bounce: bool
+    next_attempt_at: str
+    mailbox_full: bool
+    envelope_refused: bool
 
 
 @dataclass(eq=False)
@@ -419,8 +433,9 @@ class CampaignSender:
     def run(self) -> Iterator[Event]:
         """Send until the list, the caps or the server says stop."""
         yield from self._give_up_expired()
-        n = self.options.connections if self.transport_factory is not None else 1
-        transports = [self.transport] + [self.transport_factory() for _ in range(n - 1)]  # type: ignore[misc]
+        transports = [self.transport]
+        if (factory := self.transport_factory) is not None:
+            transports += [factory() for _ in range(self.options.connections - 1)]
         connections = [_Connection(self, t, i + 1) for i, t in enumerate(transports)]
         self.shared.live = len(connections)
         errors: list[BaseException] = []
@@ -527,11 +542,11 @@ class _Connection:
         with self.shared.lock:
             self.shared.result.outcomes[status] += 1
 
-    def _settle(self, work: _Work, status: DeliveryStatus, reply: str, **extra: object) -> None:
+    def _settle(self, work: _Work, status: DeliveryStatus, reply: str, **extra: Unpack[_OutcomeDetails]) -> None:
         if work.unhanded_reply:
             extra["envelope_refused"] = True
             work.unhanded_reply = False
-        self.settled.append(Outcome(work.delivery, status, reply, self._now(), **extra))  # type: ignore[arg-type]
+        self.settled.append(Outcome(work.delivery, status, reply, self._now(), **extra))
         work.handed = False
 
     def _take_settled(self) -> list[Outcome]:

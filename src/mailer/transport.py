@@ -135,6 +135,9 @@ class Transport(Protocol):
     def smtputf8(self) -> bool:
         """Whether addresses with a non-ASCII local part can be sent (known after open)."""
 
+    def send(self, envelope: Envelope, data: bytes) -> Reply:
+        """Hand over one message and wait for its final reply (a one-off message: `send --test`)."""
+
     def submit(self, item: Outgoing, listener: Listener) -> None:
         """Hand over one message.
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING, TypedDict
 
 import idna
 from email_validator import EmailNotValidError, validate_email
@@ -18,6 +19,9 @@ from .csvio import ColumnMap, unneutralise
 from .lifecycle import SubscriberStatus
 from .models import CONSENT_METHODS, DEFAULT_LISTS, STATUSES, Reject, Subscriber
 from .text import CONTROL, LIST_NAME
+
+if TYPE_CHECKING:
+    from dns.resolver import Resolver
 
 _ANGLE = re.compile(r"^(?P<name>.*?)\s*<\s*(?P<addr>[^<>]*?)\s*>$", re.DOTALL)
 _TAG_SPLIT = re.compile(r"\s*(?:,|;|:::)\s*")
@@ -37,7 +41,8 @@ _US_FORMATS = ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y %I:%M %p", "%m/%
 # results are unchanged (tests/test_validate.py compares them with the original).
 _email_validator_core = importlib.import_module("email_validator.validate_email")
 if not hasattr(_email_validator_core.validate_email_domain_name, "cache_info"):
-    _email_validator_core.validate_email_domain_name = lru_cache(maxsize=4096)(
+    # A name the module imports from .syntax and does not export: patched here on purpose.
+    _email_validator_core.validate_email_domain_name = lru_cache(maxsize=4096)(  # type: ignore[attr-defined]
         _email_validator_core.validate_email_domain_name
     )
 
@@ -58,10 +63,10 @@ class RowDefaults:
     fix_typos: bool = False  # store gmail.com for gmial.com (--fix-typos); else only warn
 
 
-_resolver = None
+_resolver: Resolver | None = None
 
 
-def _dns_resolver():
+def _dns_resolver() -> Resolver:
     global _resolver
     if _resolver is None:
         from email_validator import caching_resolver
@@ -203,6 +208,16 @@ def parse_tags(values: Sequence[str] | str) -> tuple[str, ...]:
     return parse_names(values, "tag")
 
 
+class _Consent(TypedDict, total=False):
+    """The consent record's fields of a Subscriber, as read from a row."""
+
+    consent_method: str
+    consent_text: str
+    consent_version: str
+    consent_url: str
+    consent_user_agent: str
+
+
 class RowParser:
     """Turns the records of one file into Subscribers or Rejects.
 
@@ -329,7 +344,7 @@ class RowParser:
             **consent,
         )
 
-    def _consent(self, cells: Sequence[str]) -> dict[str, str]:
+    def _consent(self, cells: Sequence[str]) -> _Consent:
         """The consent record's columns of a row (InvalidValue for a method we do not know)."""
         text = self.text
         method = text(cells, "consent_method", "consent method").lower().replace(" ", "-").replace("_", "-")

@@ -12,10 +12,10 @@ import sys
 import webbrowser
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from .. import __version__
 from ..clock import Clock, SystemClock, iso
@@ -96,7 +96,7 @@ class _Argument(TyperArgument):
     def _rich_display_name(self) -> str:
         return self.display_name_raw.upper()
 
-    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def,override]
+    def display_type_rich(self, ctx: object) -> None:
         return None
 
 
@@ -113,7 +113,7 @@ def _placeholder(param: TyperOption) -> str:
     return long.upper().replace("_", "-")
 
 
-def _plain_placeholders(command) -> None:  # type: ignore[no-untyped-def]
+def _plain_placeholders(command: TyperGroup | TyperCommand) -> None:
     """Every argument and option of every command shows a word (FILE, TAG, N), not a type."""
     for param in command.params:
         if isinstance(param, TyperArgument) and not isinstance(param, _Argument):
@@ -127,11 +127,12 @@ def _plain_placeholders(command) -> None:  # type: ignore[no-untyped-def]
 class MailerGroup(TyperGroup):
     """The root command: turns every core error into a message and an exit code."""
 
-    def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_placeholders(self)
 
-    def invoke(self, ctx):  # type: ignore[override]
+    # typer types this with the click Context it vendors and does not export; typer.Context is its public name.
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except MailerError as exc:
@@ -164,12 +165,12 @@ class MailerGroup(TyperGroup):
                 obj.close()
 
 
-def _output(ctx) -> Output:
+def _output(ctx: typer.Context) -> Output:
     obj = ctx.obj
     return obj.output if isinstance(obj, AppState) else Output()
 
 
-def _debug(ctx) -> bool:
+def _debug(ctx: typer.Context) -> bool:
     obj = ctx.obj
     return bool(isinstance(obj, AppState) and obj.debug) or os.environ.get("MAILER_DEBUG") == "1"
 

@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -260,7 +260,7 @@ def status(
     tz = ws.config.sending.timezone
     campaigns = store.campaigns.list()
     counts = {c.id: store.deliveries.counts(c.id) for c in campaigns}
-    doc = {
+    doc: dict[str, Any] = {
         "workspace": str(ws.home),
         "subscribers": store.subscribers.status_counts(),
         "lists": {name: store.subscribers.audience_count(name, ()) for name in ("news", "specials")},
@@ -311,15 +311,15 @@ def status(
         out.line("last run: none yet")
 
 
-def _run_outcome(end: dict) -> str:
+def _run_outcome(end: dict[str, Any]) -> str:
     """How a run ended, in words: ok, interrupted, locked out, crashed, or its exit code and error."""
     code, error = end.get("exit"), end.get("error") or ""
-    words = {
+    words: dict[int | None, str] = {
         ExitCode.OK: "ok",
         ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
         ExitCode.TERMINATED: "stopped (SIGTERM)",
         ExitCode.LOCKED: "locked out (another run was working)",
         ExitCode.INTERNAL: "crashed (exit 70)",
     }
-    said = words.get(code, f"exit {code}")  # type: ignore[call-overload]
+    said = words.get(code, f"exit {code}")
     return said + (f": {error}" if error and code != ExitCode.OK else "")

@@ -13,6 +13,7 @@ import typer
 
 from ..campaigns import check_content
 from ..checks import Check
+from ..config import Workspace
 from ..content import load_content
 from ..errors import ExitCode, InputError, MailerError, NotFound
 from ..files import private_dir, write_atomic
@@ -92,7 +93,7 @@ def preview(
         out.info(f"Wrote the {fmt.value} of {content.name} for {who} to {output}")
 
 
-def _open_in_browser(st, content: Path, html: str) -> None:  # type: ignore[no-untyped-def]
+def _open_in_browser(st: AppState, content: Path, html: str) -> None:
     """Write the HTML to a private temporary file and hand it to the system's browser."""
     fd, name = tempfile.mkstemp(prefix=f"mailer-{content.stem}-", suffix=".html")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp made it 0600: it may hold a name
@@ -169,7 +170,7 @@ def check(
         raise typer.Exit(int(code))
 
 
-def _check_dns(st, ws, nameserver: str | None, timeout: float, as_json: bool) -> tuple[ExitCode, dict]:
+def _check_dns(st: AppState, ws: Workspace, nameserver: str | None, timeout: float, as_json: bool) -> tuple[ExitCode, dict]:
     """`check --dns`: errors exit 2 (fix the records), no DNS answer exits 1, else 0."""
     from ..dnscheck import DnsFinding, NoDnsAnswer, check_sender_dns, make_resolver
 

@@ -6,10 +6,11 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from types import FrameType
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from ..campaigns import campaign_for_send, find_campaign
@@ -42,7 +43,7 @@ def sigterm_interrupts() -> Iterator[None]:
         yield  # only the main thread may set a handler; a test runner's worker just sends
         return
 
-    def stop(signum, frame):  # type: ignore[no-untyped-def]
+    def stop(signum: int, frame: FrameType | None) -> None:
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -82,7 +83,7 @@ def show_checks(out: Output, checks: list[Check]) -> None:
 class RateColumn(ProgressColumn):
     """Messages per second, measured while sending."""
 
-    def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+    def render(self, task: Task) -> Text:
         return Text(f"{task.speed:.1f} msg/s" if task.speed else "")
 
 

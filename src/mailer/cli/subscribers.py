@@ -33,7 +33,8 @@ FixTyposOpt = Annotated[
 _TIME_FIELDS = ("optin_time", "created_at", "updated_at", "unsubscribed_at")
 
 
-def _defaults(lists, tags, source, file_name: str, check_dns: bool, fix_typos: bool = False) -> RowDefaults:
+def _defaults(lists: list[str] | None, tags: list[str] | None, source: str | None, file_name: str, check_dns: bool,
+              fix_typos: bool = False) -> RowDefaults:
     try:
         return RowDefaults(
             lists=parse_lists(lists) if lists else None,
@@ -116,8 +117,9 @@ def _show_summary(st: AppState, summary: ImportSummary, as_json: bool, verb: str
         raise typer.Exit(int(ExitCode.PARTIAL))
 
 
-def _run_import(ctx, file, lists, tags, source, dry_run, rejects, as_json, check_dns, encoding, verb,
-                email_column=None, name_column=None, fix_typos=False) -> None:
+def _run_import(ctx: typer.Context, file: Path, lists: list[str] | None, tags: list[str] | None, source: str | None,
+                dry_run: bool, rejects: Path | None, as_json: bool, check_dns: bool, encoding: str | None, verb: str,
+                email_column: str | None = None, name_column: str | None = None, fix_typos: bool = False) -> None:
     st = state(ctx)
     ws = st.workspace(must_exist=verb == "import")
     if rejects is not None:
@@ -305,7 +307,7 @@ def show(ctx: typer.Context, email: EmailArg, as_json: JsonOpt = False) -> None:
         st.output.json(_subscriber_json(sub) | {"history": [_history_json(h) for h in history]})
         return
     tz = st.workspace().config.sending.timezone
-    pairs = [
+    pairs: list[tuple[str, str | tuple[str, ...]]] = [
         (k, shown_time(v, tz) if k in _TIME_FIELDS else v)
         for k, v in zip(EXPORT_COLUMNS, export_row(sub))
     ]

@@ -37,6 +37,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, HeaderParser
 from email.policy import compat32
 from enum import StrEnum
+from typing import Any
 
 from flufl.bounce import all_failures
 
@@ -200,7 +201,7 @@ class _Facts:
             self._key = self.message_id or message_hash(self.raw)
         return self._key
 
-    def verdict(self, kind: Kind, reason: str, **found) -> Verdict:
+    def verdict(self, kind: Kind, reason: str, **found: Any) -> Verdict:
         return Verdict(
             kind=kind, reason=reason, key=self.key, message_id=self.message_id,
             sender=self.sender, subject=self.subject, **found,
@@ -247,7 +248,7 @@ def _complaint(f: _Facts) -> Verdict | None:
     msg = f.msg
     if msg.get_content_type() != "multipart/report" and not _has_part(msg, "message/feedback-report"):
         return None
-    if msg.get_content_type() == "multipart/report" and (msg.get_param("report-type") or "").lower() != "feedback-report":
+    if msg.get_content_type() == "multipart/report" and _param(msg, "report-type").lower() != "feedback-report":
         return None
     report = None
     for part in _walk(msg):
@@ -334,11 +335,13 @@ def _status_blocks(part: Message) -> list[Message]:
     if isinstance(payload, list) and cte not in ("base64", "quoted-printable"):
         return [p for p in payload if isinstance(p, Message)]
     # An encoded or unparsed report: decode it and read the blank-line separated blocks.
-    data = part.get_payload(decode=True) if cte in ("base64", "quoted-printable") else None
-    if data is None:
-        text = payload if isinstance(payload, str) else "\n\n".join(p.as_string() for p in payload)
-    else:
+    data = _payload_bytes(part) if cte in ("base64", "quoted-printable") else None
+    if data is not None:
         text = data.decode("utf-8", "replace")
+    elif isinstance(payload, list):
+        text = "\n\n".join(str(p) for p in payload)  # str() of a Message is its as_string()
+    else:
+        text = str(payload)
     parser = HeaderParser(policy=compat32)
     return [parser.parsestr(chunk.strip() + "\n") for chunk in re.split(r"\r?\n[ \t]*\r?\n", text) if chunk.strip()]
 
@@ -364,10 +367,10 @@ def _ses_notification(f: _Facts) -> Verdict | None:
     if not isinstance(doc, dict):
         return None
     kind = str(doc.get("notificationType") or doc.get("eventType") or "").lower()
-    mail = doc.get("mail") if isinstance(doc.get("mail"), dict) else {}
+    mail = _object(doc.get("mail"))
     returned = _ses_headers(mail)
     if kind == "bounce":
-        bounce = doc.get("bounce") if isinstance(doc.get("bounce"), dict) else {}
+        bounce = _object(doc.get("bounce"))
         permanent = str(bounce.get("bounceType", "")).lower() == "permanent"
         failures = []
         for r in bounce.get("bouncedRecipients") or []:
@@ -388,7 +391,7 @@ def _ses_notification(f: _Facts) -> Verdict | None:
             failures=tuple(failures), addresses=tuple(x.address for x in failures if x.address),
         )
     if kind == "complaint":
-        complaint = doc.get("complaint") if isinstance(doc.get("complaint"), dict) else {}
+        complaint = _object(doc.get("complaint"))
         addresses = tuple(_address(str(r.get("emailAddress", ""))) for r in complaint.get("complainedRecipients") or []
                           if isinstance(r, dict))
         feedback = str(complaint.get("complaintFeedbackType") or "abuse").lower()
@@ -397,12 +400,17 @@ def _ses_notification(f: _Facts) -> Verdict | None:
     return None
 
 
-def _ses_headers(mail: dict) -> list[Message]:
+def _object(value: object) -> dict[str, Any]:
+    """A JSON object of the notification, or an empty one where it holds something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _ses_headers(mail: dict[str, Any]) -> list[Message]:
     block = Message()
     for header in mail.get("headers") or []:
         if isinstance(header, dict) and header.get("name") and isinstance(header.get("value"), str):
             block[str(header["name"])] = _one_line(header["value"])
-    common = mail.get("commonHeaders") if isinstance(mail.get("commonHeaders"), dict) else {}
+    common = _object(mail.get("commonHeaders"))
     if common.get("messageId") and "message-id" not in block:
         block["Message-ID"] = str(common["messageId"])
     return [block]
@@ -613,7 +621,7 @@ def _returned(f: _Facts) -> list[Message]:
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 blocks.append(inner[0])
         elif ctype in ("text/rfc822-headers", "text/global-headers"):
-            data = part.get_payload(decode=True) or b""
+            data = _payload_bytes(part) or b""
             blocks.append(BytesHeaderParser(policy=compat32).parsebytes(data.lstrip()))
     return blocks
 
@@ -655,7 +663,7 @@ def _list_id(f: _Facts, returned: list[Message]) -> str:
     return ""
 
 
-def _with_matches(f: _Facts, kind: Kind, reason: str, returned: list[Message], **found) -> Verdict:
+def _with_matches(f: _Facts, kind: Kind, reason: str, returned: list[Message], **found: Any) -> Verdict:
     """A bounce or complaint verdict with everything that can match it to a delivery."""
     verp_id, verp_forged = f.verp([f.msg, *returned])
     if verp_forged and verp_id is None:
@@ -723,7 +731,7 @@ def _report_fields(part: Message) -> Message:
     payload = part.get_payload()
     if isinstance(payload, list) and payload and isinstance(payload[0], Message):
         return payload[0]
-    data = part.get_payload(decode=True) or b""
+    data = _payload_bytes(part) or b""
     return BytesHeaderParser(policy=compat32).parsebytes(data.lstrip())
 
 
@@ -749,7 +757,7 @@ def _body_text(msg: Message, limit: int = 16_000) -> str:
 
 
 def _decode(part: Message, limit: int) -> str:
-    data = part.get_payload(decode=True)
+    data = _payload_bytes(part)
     if data is None:
         payload = part.get_payload()
         return payload[:limit] if isinstance(payload, str) else ""
@@ -761,6 +769,20 @@ def _decode(part: Message, limit: int) -> str:
         return data.decode("utf-8", "replace")
 
 
+def _payload_bytes(part: Message) -> bytes | None:
+    """A part's body with its transfer encoding undone; None for a multipart (typeshed also allows a Message)."""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else None
+
+
+def _param(msg: Message, name: str) -> str:
+    """A Content-Type parameter as text ("" when absent), an RFC 2231 value decoded."""
+    value = msg.get_param(name)
+    if isinstance(value, tuple):
+        return email.utils.collapse_rfc2231_value(value)
+    return value or ""
+
+
 def _h(msg: Message, name: str) -> str:
     """A header's value as text ("" when absent), whatever the parser made of it."""
     value = msg.get(name)
@@ -769,7 +791,7 @@ def _h(msg: Message, name: str) -> str:
     return value if isinstance(value, str) else _decoded(value)
 
 
-def _decoded(value) -> str:
+def _decoded(value: str | email.header.Header) -> str:
     """A header value with its encoded words (and raw 8-bit bytes, read as UTF-8) decoded."""
     try:
         pieces = email.header.decode_header(value)

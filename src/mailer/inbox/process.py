@@ -309,7 +309,7 @@ def _match(verdict: Verdict, actions: MailboxActions) -> list[_Target]:
     if verdict.subscriber_id is not None:
         subscriber = actions.find_subscriber(subscriber_id=verdict.subscriber_id)
         return [_Target(subscriber, None)] if subscriber else [_Target(None, None, erased=True)]
-    targets = []
+    targets: list[_Target] = []
     failures = {f.address: f for f in verdict.failures if f.address}
     for address in verdict.addresses:
         subscriber = actions.find_subscriber(email=address)

@@ -40,7 +40,11 @@ class Source(Protocol):
     """A mailbox to read returned mail from."""
 
     name: str  # for messages: "mbox /path", "maildir /path", "imap user@host/INBOX"
-    cursor_name: str | None  # the key under which the resume position is kept; None = not resumable
+
+    @property
+    def cursor_name(self) -> str | None:
+        """The key under which the resume position is kept; None = not resumable."""
+        ...
 
     def messages(self, after: str | None = None) -> Iterator[Incoming]:
         """Each message, oldest first; `after` is the saved position (IMAP only)."""
@@ -355,9 +359,9 @@ class ImapSource:
         assert imap is not None
         last = 0
         if after and self.since is None:
-            validity, _, uid = after.partition(":")
-            if validity == self.uidvalidity and uid.isdigit():
-                last = int(uid)
+            validity, _, after_uid = after.partition(":")
+            if validity == self.uidvalidity and after_uid.isdigit():
+                last = int(after_uid)
         if self.since is not None:
             day = self.since
             criteria = ["SINCE", f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"]
@@ -415,7 +419,7 @@ def _quote(folder: str) -> str:
     return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if isinstance(value, (list, tuple)):
         value = b" ".join(v if isinstance(v, bytes) else str(v).encode() for v in value if v)
     if isinstance(value, bytes):

@@ -448,14 +448,14 @@ class CompiledCampaign:
         name = self.content.name
         places: dict[str, Callable[[int], str]] = {}
         for template in self._sources.env.list_templates():
-            places[template] = lambda n, t=template: f"{t}:{n}"
+            places[template] = _lines_of(template, 1)
         for raw, (_source, first) in self._sources.body.items():
-            places[raw] = lambda n, first=first: f"{name}:{first + n - 1}"
+            places[raw] = _lines_of(name, first)
         # The body as Markdown made it: its lines are not the author's, its piece's start is.
         for body in self._prepared.env.list_templates():
             if body.startswith("#body/"):
                 first = _body_line(body, self.content, self._sources.pieces)
-                places[body] = lambda n, first=first: f"{name}:{first}"
+                places[body] = _start_of(name, first)
         return places
 
     def probe(self, sub: Subscriber) -> None:
@@ -571,6 +571,16 @@ class CompiledCampaign:
         who = str(subscriber.id) if subscriber.id is not None else subscriber.email_key or subscriber.email
         digest = hashlib.sha256(f"{self.sender.id_key}\x00{who}".encode()).hexdigest()[:32]
         return f"<{digest}@{self.sender.domain}>"
+
+
+def _lines_of(file: str, first: int) -> Callable[[int], str]:
+    """Jinja's line n of a template shown as a line of the file where the template starts at `first`."""
+    return lambda n: f"{file}:{first + n - 1}"
+
+
+def _start_of(file: str, line: int) -> Callable[[int], str]:
+    """Every line of a template shown as the one line of the file where its source starts."""
+    return lambda n: f"{file}:{line}"
 
 
 def _tidy_text(text: str) -> str:

@@ -133,12 +133,12 @@ class SourceLoader(jinja2.BaseLoader):
     def __init__(self, sources: Mapping[str, str]):
         self.sources = sources
 
-    def get_source(self, environment, template):
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
         if template not in self.sources:
             raise jinja2.TemplateNotFound(template)
         return self.sources[template], template, lambda: True
 
-    def list_templates(self):
+    def list_templates(self) -> list[str]:
         return sorted(self.sources)
 
 

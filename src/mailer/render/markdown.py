@@ -96,7 +96,7 @@ def _text_inline(node: SyntaxTreeNode) -> str:
             parts.append("*" + _text_inline(c) + "*")
         elif t == "link":
             label = _text_inline(c)
-            href = c.attrs.get("href", "")
+            href = str(c.attrs.get("href", ""))  # typed str | int | float: a link's href is always text
             shown = href.split(":", 1)[1] if href.startswith(("mailto:", "tel:")) else href
             parts.append(label if shown in (label, "") else f"{label} ({shown})" if not href.startswith("tel:") else label)
         elif t == "image":

@@ -98,7 +98,7 @@ def fast_render(template: jinja2.Template, context: dict) -> str:
     Errors surface untranslated; CompiledCampaign.render then re-renders the sources as
     written to name the file and line.
     """
-    return template.environment.concat(template.root_render_func(template.new_context(context, shared=True)))  # type: ignore[attr-defined]
+    return template.environment.concat(template.root_render_func(template.new_context(context, shared=True)))
 
 
 class Lazy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -67,7 +68,7 @@ class CampaignStore:
             raise NotFound(f"There is no campaign {campaign_id}.", hint="See `mailer campaign list`.")
         return c
 
-    def list(self, *, statuses: Iterable[str] = (), content_path: str | None = None) -> list[Campaign]:
+    def list(self, *, statuses: Iterable[str] = (), content_path: str | None = None) -> builtins.list[Campaign]:
         """Campaigns in the order they were made, of these statuses and from this file (when given)."""
         clauses, params = [], []
         statuses = tuple(statuses)
@@ -124,7 +125,7 @@ class CampaignStore:
 
     # -- what went out ------------------------------------------------------------------
 
-    def sent_since(self, since: str) -> list[tuple[Campaign, SentSpan]]:
+    def sent_since(self, since: str) -> builtins.list[tuple[Campaign, SentSpan]]:
         """Campaigns that reached somebody with a message sent at or after `since` (UTC ISO), oldest first."""
         rows = self.conn.execute(
             "SELECT campaign_id, min(sent_at) AS first, max(sent_at) AS last, count(*) AS n FROM deliveries "

@@ -231,12 +231,11 @@ class SubscriberStore:
                 consent["source"] = s.source or old.source
         for k, v in list(consent.items()):
             consent[k] = v or getattr(s, k)
+        names = {"lists": lists, "left_lists": left, "tags": old.tags + tuple(x for x in s.tags if x not in old.tags)}
         new: dict[str, object] = {
             "first_name": s.first_name or old.first_name,
             "last_name": s.last_name or old.last_name,
-            "lists": lists,
-            "left_lists": left,
-            "tags": old.tags + tuple(x for x in s.tags if x not in old.tags),
+            **names,
             **consent,
             "status": ACTIVE if new_consent else s.status,
             "unsubscribed_at": "" if new_consent else ((s.unsubscribed_at or now) if s.status != ACTIVE else ""),
@@ -244,8 +243,7 @@ class SubscriberStore:
         }
         if all(getattr(old, k) == v for k, v in new.items()):
             return "unchanged"
-        for k in ("lists", "left_lists", "tags"):
-            new[k] = pack(new[k])  # type: ignore[arg-type]
+        new.update({k: pack(v) for k, v in names.items()})
         new["status"] = str(new["status"])
         sets = ", ".join(f"{k} = ?" for k in new)
         self.conn.execute(f"UPDATE subscribers SET {sets}, updated_at = ? WHERE id = ?", (*new.values(), now, old.id))
