@@ -166,7 +166,7 @@ def _load_yaml(source: str, name: str, first_line: int) -> tuple[Any, dict]:
         try:
             data = loader.construct_document(node) if node is not None else {}
         except ValueError as exc:  # a date that does not exist: 2026-02-30, month 13
-            line = first_line + _value_line(node, str(exc))
+            line = first_line + (_value_line(node, str(exc)) if node is not None else 0)
             raise TemplateError(
                 f"{name}:{line}: the front matter holds a date that does not exist ({exc}).",
                 hint="Write dates like 2026-12-31; put other text that looks like a date in quotes.",
