@@ -336,3 +336,19 @@ def test_offers_are_judged_on_the_day_the_campaign_goes_out(mailer, tmp_path):
     moved = mailer("campaign", "schedule", "1", "--at", "2027-01-15 09:00")
     assert moved.exit_code == 2 and "ended on" in moved.stderr
     assert mailer.json("campaign", "show", "1")["scheduled_at"] == "2026-11-26T14:00:00Z"
+
+
+def test_now_sends_a_time_long_past_at_the_next_run(mailer, smtp_server, tmp_path):
+    point_at(mailer.home, smtp_server)
+    mailer("import", people(tmp_path, 2))
+    assert mailer("campaign", "create", NEWS, "--at", "2026-11-20 09:00", "--now").exit_code == 0
+    assert mailer.json("campaign", "show", "1")["scheduled_at"] == "2026-11-25T15:00:00Z"  # now, not five days ago
+    assert mailer("run-due").exit_code == 0
+    assert len(smtp_server.received) == 2
+
+
+def test_a_late_campaign_says_its_time_in_the_workspace_zone(mailer, clock):
+    assert mailer("campaign", "create", NEWS, "--at", "2026-11-25 11:00").exit_code == 0
+    clock.advance(2 * 24 * 3600)
+    assert mailer("run-due").exit_code == 1
+    assert "2026-11-25 11:00 EST" in mailer.json("campaign", "show", "1")["status_reason"]

@@ -123,7 +123,8 @@ def test_a_dry_run_moves_nothing_and_keeps_no_position(imap_server, store, clock
 
 
 def test_move_to_a_folder_that_does_not_exist_is_one_sentence(imap_server, store, clock):
-    with pytest.raises(MailboxError, match="'Archive' .* does not exist"):
+    # a setting to fix (exit 2), not a server out of reach (exit 3)
+    with pytest.raises(ConfigError, match="'Archive' .* does not exist"):
         run(source(imap_server, move_to="Archive"), store, clock)
 
 

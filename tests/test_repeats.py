@@ -110,8 +110,9 @@ def test_check_reports_the_repeat_and_allow_repeat_makes_it_a_warning(sending):
     allowed = json.loads(sending.m("check", march, "--json", "--allow-repeat").stdout)
     assert [c["level"] for c in allowed["checks"] if c["check"] == "repeat"] == ["warning"]
     assert allowed["ok"] is True
-    dry = sending.send(march, "--dry-run")
-    assert dry.exit_code == 0 and "warning: repeat" in dry.stderr  # a dry run only warns
+    dry = sending.send(march, "--dry-run")  # a dry run says what the real send would: refused
+    assert dry.exit_code == 2 and "error: repeat" in dry.stderr
+    assert sending.send(march, "--dry-run", "--allow-repeat").exit_code == 0
 
 
 def test_a_scheduled_copy_is_refused_when_made_and_when_due(sending):

@@ -288,7 +288,8 @@ def check_content(store: Store | None, ws: Workspace, path: str | Path, secret: 
     return checks
 
 
-def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tuple[list[Campaign], list[Campaign]]:
+def due_campaigns(store: Store, now: datetime, max_lateness_hours: float,
+                  timezone: str = "") -> tuple[list[Campaign], list[Campaign]]:
     """What `run-due` should send now, and what is too late to send without a human.
 
     Due: campaigns left part-sent (daily cap, outage) first, then scheduled ones whose
@@ -314,7 +315,8 @@ def due_campaigns(store: Store, now: datetime, max_lateness_hours: float) -> tup
     for c in late:
         store.campaigns.mark_late(
             c.id,
-            f"missed its time ({c.scheduled_at}) by more than {max_lateness_hours:g} hours; not sent automatically",
+            f"missed its time ({local_time_text(c.scheduled_at, timezone)}) by more than {max_lateness_hours:g} hours; "
+            "not sent automatically",
         )
     return started + scheduled, late
 

@@ -268,7 +268,7 @@ def run_campaign(
     if renderer is not None:
         campaign = _with_letter(store, campaign, renderer, dry_run=dry_run, allow_repeat=allow_repeat)
         if not campaign.started:
-            checks.append(repeat_check(store, ws, campaign, secret, clock, refuse=not (dry_run or campaign.allow_repeat),
+            checks.append(repeat_check(store, ws, campaign, secret, clock, refuse=not campaign.allow_repeat,
                                        writes=not dry_run))
     observer.checked(checks, notes)
     if any(c.level == "error" for c in checks) or renderer is None:

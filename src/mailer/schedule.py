@@ -76,11 +76,14 @@ def parse_local_time(text: str, timezone: str, clock: Clock, *, allow_past: bool
         raise InputError(
             f"{text} does not exist in {tz}: the clocks skip it for daylight saving time; choose another time."
         )
-    if utc < clock.now() and not allow_past:
-        raise InputError(
-            f"{text} ({tz}) is in the past.",
-            hint="Give a later time, or add --now to send it at the next run.",
-        )
+    if utc < clock.now():
+        if not allow_past:
+            raise InputError(
+                f"{text} ({tz}) is in the past.",
+                hint="Give a later time, or add --now to send it at the next run.",
+            )
+        # --now: the next run sends it, however long ago the time given was.
+        return iso(clock.now())
     return iso(utc)
 
 

@@ -139,7 +139,7 @@ class MailerGroup(TyperGroup):
             _output(ctx).error(exc.message, exc.hint)
             raise typer.Exit(int(exc.exit_code)) from None
         except KeyboardInterrupt as exc:
-            _output(ctx).error("Interrupted; nothing was left half-done.")
+            _output(ctx).error("Interrupted: what had finished is kept, and nothing was left half-done.")
             raise typer.Exit(int(ExitCode.TERMINATED if isinstance(exc, Terminated) else ExitCode.INTERRUPTED)) from None
         except sqlite3.Error as exc:  # one the store did not meet inside a transaction
             if _debug(ctx):

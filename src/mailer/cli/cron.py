@@ -103,7 +103,7 @@ def run_due(
                 code = max(code, inbox.exit_code)
                 raise _Skip()
             document["inbox"] = inbox
-        due, late = due_campaigns(store, st.clock.now(), ws.config.sending.max_lateness)
+        due, late = due_campaigns(store, st.clock.now(), ws.config.sending.max_lateness, ws.config.sending.timezone)
         for c in late:
             out.error(
                 f"Campaign {c.id} ({c.name}) was due at {local_time_text(c.scheduled_at, ws.config.sending.timezone)}, "

@@ -336,10 +336,10 @@ class ImapSource:
                 )
             typ, _ = imap.status(_quote(self.move_to), "(MESSAGES)")
             if typ != "OK":
-                raise MailboxError(f"The IMAP folder {self.move_to!r} (for --move-to) does not exist on {self.where}.")
+                raise ConfigError(f"The IMAP folder {self.move_to!r} (for --move-to) does not exist on {self.where}.")
         typ, data = imap.select(_quote(self.config.folder), readonly=not self.move_to)
         if typ != "OK":
-            raise MailboxError(f"The IMAP folder {self.config.folder!r} does not exist on {self.where}: {_text(data)}.")
+            raise ConfigError(f"The IMAP folder {self.config.folder!r} ([inbox] folder) does not exist on {self.where}: {_text(data)}.")
         _, validity = imap.response("UIDVALIDITY")
         self.uidvalidity = (validity[0] or b"").decode("ascii", "replace") if validity and validity[0] else ""
 
