@@ -302,3 +302,11 @@ def test_a_campaign_id_beyond_sqlite_is_simply_not_there(mailer):
         result = mailer(*args)
         assert result.exit_code == 2 and "no campaign" in result.stderr.lower(), args
         one_sentence(result)
+
+
+def test_a_list_spelt_wrong_is_caught_before_a_campaign_to_nobody(sending):
+    result = sending.send(sending.content, "--list", "specails")
+    assert result.exit_code == 2 and "would go to nobody" in result.stderr and "--list specials" in result.stderr
+    assert sending.rows(None) == []
+    made = sending.m("campaign", "create", sending.content, "--list", "specails")
+    assert made.exit_code == 0 and "would go to nobody" in made.stderr  # made, but said

@@ -5,6 +5,7 @@ The CLI calls these; they never print. Running one is `runner.run_campaign`.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import secrets
@@ -20,7 +21,7 @@ from .config import Workspace
 from .content import Content, load_content, parse_content
 from .errors import InputError, MailerError, NotFound
 from .lifecycle import CampaignStatus, DeliveryStatus
-from .models import Campaign
+from .models import DEFAULT_LISTS, Campaign
 from .render import CompiledCampaign, compile_campaign, resolve_templates
 from .repeats import WINDOW_DAYS, Repeat, find_repeat, letter_text
 from .schedule import local_time_text
@@ -95,6 +96,20 @@ def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock
                 raise InputError(_repeat_message(found, ws.config.sending.timezone) + ".",
                                  hint="Add --allow-repeat to make the campaign anyway.")
     return store_campaign(store, draft, clock)
+
+
+def empty_audience(store: Store, campaign: Campaign) -> InputError | None:
+    """The error to give when a campaign would reach nobody (a list or tag spelt wrong, or empty)."""
+    if campaign.started or store.subscribers.audience_count(campaign.list_name, campaign.tags):
+        return None
+    known = sorted(store.subscribers.list_names() | set(DEFAULT_LISTS))
+    close = difflib.get_close_matches(campaign.list_name, known, n=1)
+    tags = "".join(f" tagged {t!r}" for t in campaign.tags)
+    return InputError(
+        f"The campaign would go to nobody: no active subscriber is on the list {campaign.list_name!r}{tags}.",
+        hint=(f"Did you mean --list {close[0]}? " if close and close[0] != campaign.list_name else "")
+        + f"The lists are: {', '.join(known)}.",
+    )
 
 
 def find_campaign(store: Store, ref: str) -> Campaign:

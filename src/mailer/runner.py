@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from .campaigns import (
     checks_for,
     draft_campaign,
+    empty_audience,
     find_campaign,
     refresh_snapshot,
     renderer_for,
@@ -284,6 +285,9 @@ def run_campaign(
     sending: Renderer = renderer
     if signer is not None:
         sending = SignedCampaign(renderer, signer)
+    nobody = empty_audience(store, campaign)
+    if nobody is not None:
+        raise nobody
     to_send = (store.subscribers.audience_count(campaign.list_name, campaign.tags) if not campaign.started
                else store.deliveries.counts(campaign.id)[D.PENDING])
     if not dry_run and transport is None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..campaigns import create_campaign, find_campaign, refuse_ended_offers
+from ..campaigns import create_campaign, empty_audience, find_campaign, refuse_ended_offers
 from ..errors import InputError
 from ..lifecycle import CampaignStatus
 from ..models import Campaign, SentSpan
@@ -82,6 +82,9 @@ def create(
     c = create_campaign(st.store(), ws, content, st.clock, secret=st.secret(), allow_repeat=allow_repeat,
                         list_name=list_name, tags=tags or [], name=name, scheduled_at=scheduled)
     st.output.line(str(c.id))
+    nobody = empty_audience(st.store(), c)
+    if nobody is not None:
+        st.output.warn(f"{nobody.message} {nobody.hint}")
     when = f", scheduled for {local_time_text(scheduled, ws.config.sending.timezone)}" if scheduled else ""
     st.output.info(f"Campaign {c.id} ({c.name}) to the {c.list_name} list{when}.")
 

@@ -157,6 +157,13 @@ class SubscriberStore:
         sql = f"SELECT count(*) FROM subscribers{where} AND {_NO_CONSENT}"
         return int(self.conn.execute(sql, params).fetchone()[0])
 
+    def list_names(self) -> set[str]:
+        """Every list someone is (or was) on, as stored."""
+        names: set[str] = set()
+        for row in self.conn.execute("SELECT DISTINCT lists FROM subscribers"):
+            names.update(unpack(row[0]))
+        return names
+
     def status_counts(self) -> dict[str, int]:
         counts = dict.fromkeys((str(s) for s in SubscriberStatus), 0)
         for row in self.conn.execute("SELECT status, count(*) AS n FROM subscribers GROUP BY status"):
