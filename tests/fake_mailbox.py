@@ -35,6 +35,7 @@ class FakeMailboxStore:
     processed: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (kind, outcome)
     cursors: dict[str, str] = field(default_factory=dict)
     fail_on: str | None = None  # an action name that raises once, to test atomicity
+    mailed: set[int] | None = None  # subscribers mailed lately (None: everyone)
 
     # -- setting up ----------------------------------------------------------------------
 
@@ -81,6 +82,9 @@ class FakeMailboxStore:
         if self.fail_on == name:
             self.fail_on = None
             raise RuntimeError(f"the store failed during {name}")
+
+    def mailed_recently(self, subscriber, since) -> bool:
+        return subscriber.id in self.mailed if self.mailed is not None else True
 
     def hard_bounce(self, subscriber, delivery, reason, when) -> bool:
         self.events.append(Event(subscriber.id, "hard-bounce", delivery and delivery.campaign_id, reason, when))

@@ -259,3 +259,45 @@ def test_a_whole_unsubscribe_mail_pasted_into_the_command(returned, tmp_path):
     other = sending.m("unsubscribe", "--mail", reply)
     assert other.exit_code == 1 and "left alone" in other.stderr
     assert sending.m("unsubscribe").exit_code == 2  # neither a token nor a mail
+
+
+def test_a_bounce_naming_only_an_address_we_never_mailed_changes_nothing(sending, tmp_path):
+    """Anyone can mail the practice a made-up report: by its address alone it counts only for
+    someone mailed lately (a report naming one of our messages is matched by that instead)."""
+    target = sending.audience()[3]
+    forged = f"""From: mallory@evil.example
+To: news@closter-acupuncture.example
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <forged.1@evil.example>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b"
+
+--b
+Content-Type: text/plain
+
+gone
+--b
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; evil.example
+
+Final-Recipient: rfc822; {target}
+Action: failed
+Status: 5.1.1
+
+--b--
+""".replace("\\n", "\\r\\n").encode()
+    path = tmp_path / "forged.mbox"
+    box = mailbox.mbox(str(path))
+    box.add(forged)
+    box.close()
+    summary = json.loads(sending.m("inbox", "process", "--mbox", path, "--json").stdout)
+    assert summary["bounces"]["hard"] == 0 and summary["unmatched"] == 1
+    assert statuses(sending.home)[target] == "active"
+    # once we have mailed them, the same kind of report (a new one) counts
+    assert sending.send(sending.content, "--limit", "5").exit_code == 0
+    box = mailbox.mbox(str(path))
+    box.add(forged.replace(b"forged.1@", b"forged.2@"))
+    box.close()
+    again = json.loads(sending.m("inbox", "process", "--mbox", path, "--json").stdout)
+    assert again["bounces"]["hard"] == 1 and statuses(sending.home)[target] == "bounced"

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 from ..clock import Clock, iso
@@ -65,6 +66,10 @@ class MailboxActions(Protocol):
     def find_subscriber(self, *, email: str | None = None, subscriber_id: int | None = None) -> SubscriberRef | None:
         """The subscriber with this address (case-insensitive) or id; None when there is
         none (never was, or erased)."""
+        ...
+
+    def mailed_recently(self, subscriber: SubscriberRef, since: str) -> bool:
+        """Did a message to this subscriber go out since this time (UTC ISO; sent, or of unknown fate)?"""
         ...
 
     def hard_bounce(self, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> bool:
@@ -178,6 +183,10 @@ class _Target:
     failure: Failure | None = None  # bounces matched by address: that recipient's failure
 
 
+# A bounce or complaint that names only an address counts for someone mailed in these days.
+RECENT_DAYS = 30
+
+
 def process_inbox(
     source: Source,
     secret: bytes,
@@ -251,7 +260,7 @@ def _one(
                 state.remember(verdict.key, verdict, outcome, when)
         return report(outcome)
 
-    targets = _match(verdict, actions)
+    targets = _match(verdict, actions, iso(clock.now() - timedelta(days=RECENT_DAYS)))
     if not targets:
         summary.unmatched += 1
         if not dry_run:
@@ -278,7 +287,7 @@ def _one(
     return report(outcome, live[0])
 
 
-def _match(verdict: Verdict, actions: MailboxActions) -> list[_Target]:
+def _match(verdict: Verdict, actions: MailboxActions, since: str) -> list[_Target]:
     """Who the message is about: by VERP delivery, original Message-ID, token, or address."""
     delivery = None
     if verdict.verp_delivery_id is not None:
@@ -313,7 +322,11 @@ def _match(verdict: Verdict, actions: MailboxActions) -> list[_Target]:
     failures = {f.address: f for f in verdict.failures if f.address}
     for address in verdict.addresses:
         subscriber = actions.find_subscriber(email=address)
-        if subscriber is not None and all(t.subscriber.id != subscriber.id for t in targets if t.subscriber):
+        # Matched by its address alone, a report could be forged by anyone to remove anyone:
+        # it counts only for someone we really mailed lately.
+        if subscriber is None or not actions.mailed_recently(subscriber, since):
+            continue
+        if all(t.subscriber.id != subscriber.id for t in targets if t.subscriber):
             targets.append(_Target(subscriber, None, failure=failures.get(address)))
     return targets
 

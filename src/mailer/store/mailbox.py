@@ -66,6 +66,14 @@ class MailboxStore:
             ).fetchone()
         return SubscriberRef(row["id"], row["email"], row["status"]) if row else None
 
+    def mailed_recently(self, subscriber: SubscriberRef, since: str) -> bool:
+        """Did a message to this subscriber go out since this time (UTC ISO; sent, or of unknown fate)?"""
+        return self.conn.execute(
+            "SELECT 1 FROM deliveries WHERE subscriber_id = ? AND status IN ('sent', 'unknown', 'bounced') "
+            "AND coalesce(nullif(sent_at, ''), attempted_at, updated_at) >= ? LIMIT 1",
+            (subscriber.id, since),
+        ).fetchone() is not None
+
     # -- changes (inside atomic) ----------------------------------------------------------
 
     def _event(self, kind: str, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> None:
