@@ -150,3 +150,8 @@ def test_a_date_that_does_not_exist_names_its_line(value):
     text = f"---\nsubject: Hi\ntemplate: specials\noffers:\n  - title: A\n    details: B\n    valid_until: {value}\n---\nHi\n"
     with pytest.raises(TemplateError, match=r"letter.md:7: the front matter holds a date that does not exist"):
         parse_content(text, "letter.md")
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_choice():
+    with pytest.raises(TemplateError, match=r"letter.md:3: 'subject' is given twice"):
+        parse_content("---\nsubject: December specials\nsubject: Old subject\n---\nHi\n", "letter.md")

@@ -83,6 +83,7 @@ def _flat(text: str) -> str:
 _CHECK_NAMES = {
     "[practice] address": "postal address", "[practice] name": "practice name", "[practice] phone": "phone",
     "[sender] from_email": "sender", "[unsubscribe] url": "unsubscribe link", "[smtp] baa": "HIPAA",
+    "[practice] website": "website", "[practice] booking_url": "booking link", "[practice] logo_url": "logo",
 }
 
 
@@ -132,6 +133,8 @@ def run_checks(
         add("warning", "preheader", "There is no preheader; inboxes will show the first words of the message instead.")
     elif len(content.preheader) > 140:
         add("warning", "preheader", f"The preheader is {len(content.preheader)} characters; inboxes show about 100.")
+    if not content.body.strip():
+        add("warning", "text", "The letter has no text below the front matter; the message will carry only the template.")
     if content.template == "specials" and not content.offers:
         add("error", "offers", "A specials message needs at least one offer under 'offers:' in the front matter.")
     if content.template == "news" and content.offers:

@@ -167,6 +167,10 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
         raise ConfigError(
             f"{path}: [smtp] security must be \"ssl\", \"starttls\" or \"none\", not {config.smtp.security!r}."
         )
+    for section in ("smtp", "inbox"):
+        port = getattr(config, section).port
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"{path}: [{section}] port must be a port number from 1 to 65535, not {port}.")
     if config.smtp.timeout <= 0:  # smtplib cannot wait 0 seconds: it would fail mid-send
         raise ConfigError(f"{path}: [smtp] timeout must be more than 0 seconds, e.g. 30.")
     if bool(config.dkim.selector) != bool(config.dkim.private_key_file):

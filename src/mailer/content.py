@@ -87,6 +87,26 @@ def load_content(path: str | Path) -> Content:
     return parse_content(text, path.name)
 
 
+def _refuse_duplicate_keys(node: yaml.Node, name: str, first_line: int) -> None:
+    """Two `subject:` lines: YAML keeps the last one silently; we say so instead."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in n.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        raise TemplateError(
+                            f"{name}:{key.start_mark.line + first_line}: '{key.value}' is given twice in the front matter; "
+                            "keep one."
+                        )
+                    seen.add(key.value)
+                stack.append(value)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+
+
 def _value_line(node: yaml.Node, problem: str) -> int:
     """The line (within the front matter) of the first date-like value YAML cannot build."""
     stack = [node]
@@ -163,6 +183,8 @@ def _load_yaml(source: str, name: str, first_line: int) -> tuple[Any, dict]:
     loader = yaml.SafeLoader(source)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _refuse_duplicate_keys(node, name, first_line)
         try:
             data = loader.construct_document(node) if node is not None else {}
         except ValueError as exc:  # a date that does not exist: 2026-02-30, month 13

@@ -97,6 +97,7 @@ def import_file(
     commit: bool = True,
     rejects_path: str | os.PathLike[str] | None = None,
     columns: dict[str, str] | None = None,
+    shown_as: str | None = None,
 ) -> ImportSummary:
     """Import (commit=True) or analyse (commit=False) a subscriber CSV file.
 
@@ -111,7 +112,7 @@ def import_file(
         )
     with open_csv(path, encoding=encoding, columns=columns) as csv_file:
         # Said before the import: nothing that can fail runs after its commit.
-        detected = describe(csv_file)
+        detected = describe(csv_file, shown_as)
         header = csv_file.columns.header
         with _rejects_writer(Path(rejects_path) if rejects_path else None, header) as on_reject:
             summary = store.subscribers.import_rows(
@@ -177,7 +178,7 @@ def _spool(source: IO[bytes], target: IO[bytes], name: str) -> None:
         target.write(chunk)
 
 
-def describe(csv_file: CsvFile) -> str:
+def describe(csv_file: CsvFile, shown_as: str | None = None) -> str:
     """One line on what was detected, for humans: encoding, delimiter, columns."""
     names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
     delim = names.get(csv_file.delimiter, repr(csv_file.delimiter))
@@ -185,4 +186,4 @@ def describe(csv_file: CsvFile) -> str:
         cols = "no header; addresses in column 1"
     else:
         cols = ", ".join(f"{k}={csv_file.columns.header[i]!r}" for k, i in csv_file.columns.indexes.items())
-    return f"{csv_file.path.name}: {csv_file.encoding}, {delim}-separated; {cols}"
+    return f"{shown_as or csv_file.path.name}: {csv_file.encoding}, {delim}-separated; {cols}"

@@ -69,10 +69,12 @@ def message_problems(config: Config) -> list[Problem]:
     for key in ("website", "booking_url", "logo_url"):
         value = getattr(p, key)
         if value and not value.startswith("https://"):
+            web_like = value.startswith("http://") or ":" not in value.split("/", 1)[0]
             problems.append(_error(
                 f"[practice] {key}",
                 f"[practice] {key} in mailer.toml is {value!r}; every link in a message must start with https://.",
-                f'Write it as {"https://" + value.split("://", 1)[-1]!r} in mailer.toml, after checking that it works.',
+                f'Write it as {"https://" + value.split("://", 1)[-1]!r} in mailer.toml, after checking that it works.'
+                if web_like else "Give the https:// address of a web page there.",
             ))
     if not s.from_email or "@" not in s.from_email:
         problems.append(_error(

@@ -133,6 +133,7 @@ def _run_import(ctx: typer.Context, file: Path, lists: list[str] | None, tags: l
         summary = import_file(
             store, secret, path, defaults, st.now(),
             encoding=encoding, commit=not dry_run, rejects_path=rejects, columns=columns,
+            shown_as="standard input" if str(file) == "-" else Path(file).name,
         )
     if rejects and not as_json:
         st.output.info(f"Rejected rows written to {rejects}" if summary.invalid else f"No rejected rows; {rejects} has only its header.")
