@@ -150,3 +150,10 @@ def test_similarity_ignores_tokens_case_and_punctuation():
     assert a == b
     assert similarity(a, b) == 1.0
     assert similarity(normalise("one two three four"), normalise("five six seven eight")) < SIMILAR
+
+
+def test_the_same_letter_cannot_be_scheduled_twice(sending):
+    assert sending.m("campaign", "create", sending.content, "--at", "2026-11-26 09:00").exit_code == 0
+    again = sending.m("campaign", "create", copy_as(sending, "copy.md"), "--at", "2026-11-27 09:00")
+    assert again.exit_code == 2 and "Campaign 1 (december-specials, scheduled for 2026-11-26 09:00 EST)" in again.stderr
+    assert len(sending.m.json("campaign", "list")) == 1

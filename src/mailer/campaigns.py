@@ -23,7 +23,7 @@ from .errors import InputError, MailerError, NotFound
 from .lifecycle import CampaignStatus, DeliveryStatus
 from .models import DEFAULT_LISTS, Campaign
 from .render import CompiledCampaign, compile_campaign, resolve_templates
-from .repeats import WINDOW_DAYS, Repeat, find_repeat, letter_text
+from .repeats import SIMILAR, WINDOW_DAYS, Repeat, find_repeat, letter_text, similarity
 from .schedule import local_time_text
 from .store import Store
 from .text import slug
@@ -95,6 +95,15 @@ def create_campaign(store: Store, ws: Workspace, content_path: str | Path, clock
             if found is not None:
                 raise InputError(_repeat_message(found, ws.config.sending.timezone) + ".",
                                  hint="Add --allow-repeat to make the campaign anyway.")
+            waiting = _same_letter_waiting(store, draft, ws, secret, clock)
+            if waiting is not None:
+                when = f", scheduled for {local_time_text(waiting.scheduled_at, ws.config.sending.timezone)}" if waiting.scheduled_at else ""
+                raise InputError(
+                    f"Campaign {waiting.id} ({waiting.name}{when}) is already this letter to the {waiting.list_name} list "
+                    "and has not gone out yet; a second one would mail them twice.",
+                    hint=f"Change or cancel campaign {waiting.id} (`mailer campaign cancel {waiting.id}`), "
+                    "or add --allow-repeat to make another anyway.",
+                )
     return store_campaign(store, draft, clock)
 
 
@@ -110,6 +119,16 @@ def empty_audience(store: Store, campaign: Campaign) -> InputError | None:
         hint=(f"Did you mean --list {close[0]}? " if close and close[0] != campaign.list_name else "")
         + f"The lists are: {', '.join(known)}.",
     )
+
+
+def _same_letter_waiting(store: Store, draft: Campaign, ws: Workspace, secret: bytes, clock: Clock) -> Campaign | None:
+    """An unsent campaign (draft or scheduled) to the same list with the same or nearly the same letter."""
+    read = letter_reader(store, ws, secret, clock)
+    for other in store.campaigns.list(statuses=(CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)):
+        if other.list_name == draft.list_name and not other.allow_repeat:
+            if similarity(draft.letter, other.letter or read(other)) >= SIMILAR:
+                return other
+    return None
 
 
 def find_campaign(store: Store, ref: str) -> Campaign:

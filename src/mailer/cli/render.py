@@ -95,7 +95,9 @@ def preview(
 
 def _open_in_browser(st: AppState, content: Path, html: str) -> None:
     """Write the HTML to a private temporary file and hand it to the system's browser."""
-    fd, name = tempfile.mkstemp(prefix=f"mailer-{content.stem}-", suffix=".html")
+    # In the workspace's private previews/ (not /tmp): with --to it holds a patient's name and link.
+    folder = private_dir(st.workspace().home / "previews")
+    fd, name = tempfile.mkstemp(prefix=f"{content.stem}-", suffix=".html", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:  # mkstemp made it 0600: it may hold a name
         fh.write(html)
     path = Path(name)

@@ -282,6 +282,8 @@ def report(
     out = st.output
     out.summary(
         [(k, doc[k]) for k in ("status", "total", "sent", "failed", "bounced", "skipped", "unknown", "pending", "complaints")]
+        # a message a stopped run was handing over: `unknown` at the next run unless its reply was kept
+        + ([("in flight", doc["sending"])] if doc.get("sending") else [])
         + [("complaint rate", f"{doc['complaint_rate']:.2%}")],
         title=f"Campaign {c.id}: {c.name}",
     )
