@@ -20,6 +20,7 @@ from ..store import Store
 from ..validate import InvalidValue, RowDefaults, check_text, normalise_email, parse_lists, parse_tags
 from . import AppState, app, state, sub_app
 from .options import JsonOpt, TagFilterOpt
+from .send import sigterm_interrupts
 
 ListOpt = Annotated[
     Optional[list[str]],
@@ -129,7 +130,8 @@ def _run_import(ctx: typer.Context, file: Path, lists: list[str] | None, tags: l
     columns = {k: v for k, v in (("email", email_column), ("name", name_column)) if v}
     # An in-memory store has no erased addresses, so it needs no key (and we create no secret.key).
     secret = bytes(32) if store.in_memory else st.secret()
-    with seekable(file, sys.stdin.buffer) as path:
+    # SIGTERM (cron, kill) is an interrupt here too, so a copy of standard input is removed.
+    with sigterm_interrupts(), seekable(file, sys.stdin.buffer) as path:
         summary = import_file(
             store, secret, path, defaults, st.now(),
             encoding=encoding, commit=not dry_run, rejects_path=rejects, columns=columns,
