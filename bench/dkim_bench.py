@@ -34,7 +34,7 @@ from mailer.config import EXAMPLE_CONFIG, DkimConfig  # noqa: E402
 from mailer.content import load_content  # noqa: E402
 from mailer.dkim import Signer  # noqa: E402
 from mailer.models import Subscriber  # noqa: E402
-from mailer.render import Renderer, packaged_templates_dir  # noqa: E402
+from mailer.render import compile_campaign, packaged_templates_dir  # noqa: E402
 
 PARAGRAPH = (
     "Electroacupuncture blocks pain by activating several bioactive chemicals through spinal, "
@@ -51,7 +51,7 @@ def letter_of_about(size: int) -> bytes:
     body = content.body
     while True:
         trial = dataclasses.replace(content, body=body)
-        data = Renderer(trial, templates, EXAMPLE_CONFIG, b"s" * 32, list_name="news", campaign_key="bench", clock=clock).render(jane).data
+        data = compile_campaign(trial, templates, EXAMPLE_CONFIG, b"s" * 32, list_name="news", campaign_key="bench", clock=clock).render(jane).data
         if len(data) >= size:
             return data
         body += "\n\n" + PARAGRAPH * 3
