@@ -1,4 +1,4 @@
-"""What a practitioner reads (issue 10, items 9, 15, 16, 17): help, tables, times, the sent
+"""What a practitioner reads: help, tables, times, the sent
 column, a template of one's own, and the preview in a browser."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""People, as the front desk meets them (issue 10 items 7, 8, 11-14; issue 13's consent record).
+"""People, as the front desk meets them (and their consent records).
 
 Each test is a few `mailer ...` commands and what they print, exit with and store.
 """

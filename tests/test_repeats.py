@@ -1,4 +1,4 @@
-"""The same letter under a new file name is not sent to the same people again (issue 10, item 2).
+"""The same letter under a new file name is not sent to the same people again.
 
 `cp news.md march-news.md; mailer send march-news.md --yes` must be refused, naming the
 earlier campaign, its date, and how many of these people already got it; --allow-repeat

@@ -1,4 +1,4 @@
-"""`mailer send` against a real SMTP server: every rule of issue 4, on the wire and in the store.
+"""`mailer send` against a real SMTP server: every sending rule, on the wire and in the store.
 
 Each test runs the CLI in-process (`Mailer` from conftest.py, with a FakeClock: pauses,
 backoff and rate limits cost no real time) on a copy of one sample workspace, against the

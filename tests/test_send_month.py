@@ -1,4 +1,4 @@
-"""A practitioner's month of sending (issue 10): Ctrl-C and SIGTERM pause, a retry names the
+"""A practitioner's month of sending: Ctrl-C and SIGTERM pause, a retry names the
 file, every run's end is logged truthfully, and a test send goes to yourself only.
 
 Against the real SMTP server of `smtp_server`, through the CLI, with a FakeClock: a

@@ -8,7 +8,7 @@ from .lifecycle import CampaignStatus, DeliveryStatus, SubscriberStatus
 
 STATUSES = tuple(SubscriberStatus)
 DEFAULT_LISTS = ("news", "specials")
-# How a person came to agree to be mailed (issue 13): the consent record's method.
+# How a person came to agree to be mailed: the consent record's method.
 CONSENT_METHODS = ("form", "double-opt-in", "front-desk", "import")
 
 
