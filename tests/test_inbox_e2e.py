@@ -301,3 +301,31 @@ Status: 5.1.1
     box.close()
     again = json.loads(sending.m("inbox", "process", "--mbox", path, "--json").stdout)
     assert again["bounces"]["hard"] == 1 and statuses(sending.home)[target] == "bounced"
+
+
+def test_verp_names_each_delivery_in_the_bounce_address(sending, tmp_path):
+    """`envelope_from = "bounces+@domain"`: each message's MAIL FROM carries its delivery's signed
+    token, so a bounce that returns nothing else (no headers, a rewritten Message-ID) still names it."""
+    set_config(sending.home, "smtp", envelope_from="bounces+@closter-acupuncture.example")
+    assert sending.send(sending.content, "--limit", "3").exit_code == 0
+    senders = [rec.mail_from for rec in sending.server.received]
+    assert len(set(senders)) == 3 and all(re.fullmatch(r"bounces\+d[0-9a-z]+-[a-z2-7]{16}@closter-acupuncture\.example", s) for s in senders)
+    target = wire(sending.server.received[1].rcpt_tos[0])
+    bounce = f"""From: MAILER-DAEMON@relay.example.net
+To: {senders[1]}
+Subject: failure notice
+Message-ID: <verp.1@relay.example.net>
+
+Hi. This is the qmail-send program at relay.example.net.
+I'm afraid I wasn't able to deliver your message to the following addresses.
+
+<someone-else@example.org>:
+Sorry, no mailbox here by that name. (#5.1.1)
+""".replace("\\n", "\\r\\n").encode()
+    path = tmp_path / "verp.mbox"
+    box = mailbox.mbox(str(path))
+    box.add(bounce)
+    box.close()
+    summary = json.loads(sending.m("inbox", "process", "--mbox", path, "--json").stdout)
+    assert summary["bounces"]["hard"] == 1
+    assert statuses(sending.home)[target] == "bounced"  # the one the token names, not the address in the text

@@ -325,7 +325,8 @@ def run_campaign(
             smtp, password = ws.config.smtp, ws.smtp_password(environ)
             factory = lambda: SmtpTransport(smtp, password)  # noqa: E731
         engine = CampaignSender(delivery_log, sending, transport, clock, options,
-                                sender=sender_address(ws), transport_factory=factory, campaign_key=campaign.key)
+                                sender=sender_address(ws), transport_factory=factory, campaign_key=campaign.key,
+                                verp_secret=secret)
         total = min(to_send, options.limit) if options.limit is not None else to_send
         observer.progress(_logged(engine.run(), log, campaign.id), total)
     except KeyboardInterrupt as exc:

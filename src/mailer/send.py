@@ -42,6 +42,7 @@ from .models import DELIVERY_STATUSES, Campaign, Delivery, Outcome, Subscriber
 from .replies import Kind, classify, mailbox_full
 from .schedule import workspace_timezone
 from .store import Store
+from .tokens import make_verp_token
 from .transport import (
     ConnectionLost,
     Envelope,
@@ -379,6 +380,7 @@ class CampaignSender:
         rng: random.Random | None = None,
         transport_factory: Callable[[], Transport] | None = None,
         campaign_key: str = "",
+        verp_secret: bytes | None = None,
     ):
         self.log = log
         self.renderer = renderer
@@ -388,6 +390,11 @@ class CampaignSender:
         self.options = options
         # The sender as SMTP carries it: an IDN domain as its A-label (checked here, before anything is marked).
         self.sender, self.sender_utf8 = envelope_address(sender)
+        # VERP: a sender ending in "+" before the @ (bounces+@example.com) carries each
+        # delivery's signed token (bounces+d1k-...@example.com), so a bounce names its delivery.
+        local, _, domain = self.sender.rpartition("@")
+        self._verp = (local, domain) if verp_secret is not None and local.endswith("+") else None
+        self._verp_secret = verp_secret or b""
         self.campaign_key = campaign_key
         self.rng = rng or random.Random()
         self.shared = _Shared()
@@ -396,6 +403,13 @@ class CampaignSender:
         self._held_since = 0.0
         self._held_lock = threading.Lock()
         self.wake = threading.Event()  # set when the run stops: no connection waits any longer
+
+    def sender_for(self, delivery: Delivery) -> str:
+        """MAIL FROM for one delivery: the sender, or with VERP the sender carrying its token."""
+        if self._verp is None:
+            return self.sender
+        local, domain = self._verp
+        return f"{local}{make_verp_token(self._verp_secret, delivery.id)}@{domain}"
 
     @property
     def result(self) -> SendResult:
@@ -878,7 +892,7 @@ class _Connection:
             self._failure(exc.message)
             return None
         envid = f"{self.s.campaign_key}-{d.id}" if self.s.campaign_key else ""
-        envelope = Envelope(self.s.sender, recipient, needs_utf8 or self.s.sender_utf8, d.seq, envid)
+        envelope = Envelope(self.s.sender_for(d), recipient, needs_utf8 or self.s.sender_utf8, d.seq, envid)
         return Outgoing(envelope, message.data, _Work(d, sub, message.message_id))
 
     def _may_submit(self, item: Outgoing) -> bool:
