@@ -146,6 +146,8 @@ def check_outcome(sending, people, summary):
     assert sending.row(hard)["status"] == "bounced"  # the relay said 250 first; the bounce came later
     shown = sending.m.json("subscribers", "show", complains)
     assert shown["status"] == "unsubscribed"
+    kinds = {(h["kind"], h["campaign"]) for h in shown["history"]}
+    assert ("complaint", 1) in kinds and ("unsubscribed", 1) in kinds  # each action names its campaign
     # The next campaign skips exactly those three.
     sending.server.reset()
     news = sending.content.with_name("january-news.md")
