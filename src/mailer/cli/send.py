@@ -91,6 +91,8 @@ def show_progress(out: Output, events: Iterator[Event], total: int, dry_run: boo
     """Plain lines on stderr when there is no terminal, a progress bar when there is."""
     if not out.is_terminal:
         for e in events:
+            if e.kind == "stop":  # the summary says why the run stopped, once
+                continue
             if e.message and not (dry_run and e.kind == "delivery" and e.status == "sent"):
                 out.info(e.message)
         return
@@ -103,7 +105,7 @@ def show_progress(out: Output, events: Iterator[Event], total: int, dry_run: boo
         for e in events:
             if e.kind == "delivery":
                 progress.advance(task)
-            elif e.kind in ("retry", "reconnect", "pause", "notice", "stop"):
+            elif e.kind in ("retry", "reconnect", "pause", "notice"):
                 progress.console.print(e.message, markup=False, highlight=False)
 
 
@@ -255,8 +257,10 @@ def _show_report(out: Output, report: RunReport, as_json: bool) -> None:
     else:
         out.summary([(k, doc[k]) for k in ("sent", "failed", "bounced", "skipped", "unknown", "pending")],
                     title=f"Campaign {report.campaign.id}: {report.campaign.status}")
-    if r.stopped:
-        (out.info if r.quota_left else out.warn)(r.stopped)
+    if r.stopped and r.quota_left:
+        out.info(f"Stopped: {r.stopped}; the rest waits for the next run.")
+    elif r.stopped:
+        out.warn(r.stopped)
     if not report.dry_run and doc["unknown"]:
         out.warn(
             f"{doc['unknown']} message(s) were being handed over when a run stopped or the server fell "
