@@ -268,6 +268,44 @@ def test_status_shows_list_campaigns_and_last_run(mailer, smtp_server, clock, tm
     assert "last run: run-due" in mailer("status").stdout
 
 
+_HOLD_LOCK = """
+import os, signal, sys
+from mailer.lock import WorkspaceLock
+WorkspaceLock(sys.argv[1], "mailer run-due", sys.argv[2]).acquire()
+print(os.getpid(), flush=True)
+if sys.argv[3] == "die":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.read()
+"""
+
+
+def test_status_tells_a_run_killed_before_it_could_log_its_end(mailer, smtp_server, clock, tmp_path):
+    point_at(mailer.home, smtp_server)
+    mailer("import", people(tmp_path, 3))
+    mailer("run-due")  # an ordinary run that ended: "ok"
+    later = "2026-11-25T21:00:00Z"
+    running = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(mailer.home / "mailer.lock"), later, "wait"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = running.stdout.readline().strip()
+        shown = mailer("status").stdout
+        assert f"running now: mailer run-due (process {pid}" in shown
+        assert ": ok" in shown  # the last run that ended is still the one shown as ended
+    finally:
+        running.communicate("")
+    assert "running now" not in mailer("status").stdout  # it let go
+
+    killed = subprocess.run([sys.executable, "-c", _HOLD_LOCK, str(mailer.home / "mailer.lock"), later, "die"],
+                            capture_output=True, text=True)
+    assert killed.returncode == -9
+    pid = killed.stdout.strip()
+    shown = mailer("status").stdout
+    assert f"last run: run-due at 2026-11-25 16:00 EST: killed before it could finish (process {pid})" in shown, shown
+    assert mailer.json("status")["last_run"]["exit"] is None
+    mailer("run-due")  # the next run takes the lock over and ends normally
+    assert mailer.json("status")["last_run"]["exit"] == 0
+
+
 def test_run_due_json_says_what_was_done(mailer, smtp_server, clock, tmp_path):
     point_at(mailer.home, smtp_server)
     mailer("import", people(tmp_path, 3))

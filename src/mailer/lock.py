@@ -66,6 +66,33 @@ class WorkspaceLock:
         self.release()
 
 
+def holder(path: Path) -> dict | None:
+    """Who holds, or last held without letting go, the workspace lock: its pid, command, start, and `alive`.
+
+    A run that ends, however it ends short of being killed, empties the file as it lets go;
+    a file still naming a process whose lock is free therefore names a run that was killed
+    (SIGKILL, a power cut, the machine's out-of-memory killer) before it could finish.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"null")
+        if not isinstance(info, dict) or "pid" not in info:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            alive = False
+        except BlockingIOError:
+            alive = True
+        return {**info, "alive": alive}
+    except (ValueError, OSError):
+        return None
+    finally:
+        os.close(fd)
+
+
 def _disk_error(exc: OSError, path: Path) -> MailerError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"The disk is full, so the workspace lock {path.name} could not be made; nothing was done.",

@@ -14,12 +14,13 @@ import typer
 
 from ..campaigns import due_campaigns
 from ..checks import Check
+from ..config import Workspace
 from ..dnscheck import make_resolver
 from ..errors import ExitCode, LockedError, MailerError, SmtpError
 from ..inbox.process import process_inbox
 from ..inbox.sources import imap_source
 from ..lifecycle import CampaignStatus
-from ..lock import WorkspaceLock
+from ..lock import WorkspaceLock, holder
 from ..readiness import private_file_problems, unattended_problems
 from ..runlog import RunLog, last_event
 from ..runner import ChecksFailed, SendPlan, campaign_report, options_from_config, run_campaign
@@ -275,7 +276,8 @@ def status(
         "finished": sum(1 for c in campaigns if c.status == CampaignStatus.DONE),
         "pending": sum(n["pending"] for n in counts.values()),
         "unknown": sum(n["unknown"] for n in counts.values()),
-        "last_run": last_event(ws.logs_dir / "mailer.log"),
+        "sending": sum(n["sending"] for n in counts.values()),
+        **_last_run(ws),
     }
     warnings = private_file_problems(ws)
     doc["warnings"] = [{"file": p.key, "message": p.message, "hint": p.hint} for p in warnings]
@@ -303,12 +305,37 @@ def status(
             if r["status"] == CampaignStatus.PAUSED:
                 out.info(f"Campaign {r['campaign']} is paused: `mailer send {r['campaign']}` goes on, "
                          f"`mailer campaign cancel {r['campaign']}` stops it for good.")
+    now = doc["running_now"]
+    if now:
+        out.line(f"running now: {now['command']} (process {now['pid']}, since {local_time_text(now['started'], tz)})")
+    if doc["sending"]:
+        if now:
+            out.line(f"being handed over: {doc['sending']}")
+        else:
+            out.line(f"left mid-send by a run that was killed: {doc['sending']} (the next run sorts them out: "
+                     "unknown where the data may have gone out, pending otherwise; none is sent twice)")
     last = doc["last_run"]
     if last:
         when = local_time_text(last["time"], tz)
         out.line(f"last run: {last.get('command')} at {when}: {_run_outcome(last)}")
     else:
         out.line("last run: none yet")
+
+
+def _last_run(ws: Workspace) -> dict[str, Any]:
+    """The last run as its log ends it, or, when it was killed before it could say so, as its lock tells."""
+    last = last_event(ws.logs_dir / "mailer.log")
+    held = holder(ws.lock_path)
+    running_now = None
+    if held and held.get("alive"):
+        running_now = {k: held.get(k) for k in ("pid", "command", "started")}
+    elif held and str(held.get("started", "")) >= str((last or {}).get("time", "")):
+        last = {
+            "time": held.get("started"), "pid": held.get("pid"),
+            "command": str(held.get("command", "")).removeprefix("mailer "), "event": "end", "exit": None,
+            "error": f"killed before it could finish (process {held.get('pid')})",
+        }
+    return {"last_run": last, "running_now": running_now}
 
 
 def _run_outcome(end: dict[str, Any]) -> str:
@@ -321,5 +348,7 @@ def _run_outcome(end: dict[str, Any]) -> str:
         ExitCode.LOCKED: "locked out (another run was working)",
         ExitCode.INTERNAL: "crashed (exit 70)",
     }
+    if code is None:  # killed: no end of its own, only its lock says it ran
+        return error
     said = words.get(code, f"exit {code}")
     return said + (f": {error}" if error and code != ExitCode.OK else "")
