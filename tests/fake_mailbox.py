@@ -83,8 +83,11 @@ class FakeMailboxStore:
             self.fail_on = None
             raise RuntimeError(f"the store failed during {name}")
 
-    def mailed_recently(self, subscriber, since) -> bool:
-        return subscriber.id in self.mailed if self.mailed is not None else True
+    def last_delivery_to(self, subscriber, since) -> DeliveryRef | None:
+        if self.mailed is not None and subscriber.id not in self.mailed:
+            return None
+        mine = [d for d in self.deliveries.values() if d.subscriber_id == subscriber.id]
+        return max(mine, key=lambda d: d.id) if mine else None
 
     def hard_bounce(self, subscriber, delivery, reason, when) -> bool:
         self.events.append(Event(subscriber.id, "hard-bounce", delivery and delivery.campaign_id, reason, when))

@@ -79,6 +79,25 @@ def test_verbose_lists_each_message_with_its_verdict(inbox):
     assert "read: 19" in lines and fake.status(12) == "active"
 
 
+def test_without_v_replies_judged_by_their_words_are_shown_for_a_person_to_check(inbox, tmp_path):
+    run, fake, _ = inbox
+    fake.add_subscriber(40, "sam@example.org")
+    fake.add_subscriber(41, "jo@example.org")
+    path = tmp_path / "replies.mbox"
+    box = mailbox.mbox(str(path))
+    for n, (sender, body) in enumerate([("sam@example.org", "Please unsubscribe me"),
+                                        ("jo@example.org", "Can you unsubscribe my husband? He is at al@example.org")]):
+        box.add(f"From: <{sender}>\nTo: news@example.com\nSubject: Re: December specials\n"
+                f"Message-ID: <reply{n}@example.org>\n\n{body}\n".encode())
+    box.close()
+    result = run("--mbox", path)
+    assert result.exit_code == 0, result.stderr
+    assert "sam@example.org: 'unsubscribe'" in result.stderr  # taken off: shown, so that a person can check
+    assert "Read these yourself" in result.stderr and "jo@example.org: speaks of leaving, but about someone else" in result.stderr
+    assert "for you to read: 1" in result.stdout
+    assert fake.status(40) == "unsubscribed" and fake.status(41) == "active"
+
+
 def test_options_that_do_not_fit_together_are_refused(inbox, tmp_path):
     run, _, path = inbox
     for args, words in (

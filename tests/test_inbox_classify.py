@@ -141,6 +141,37 @@ def test_a_message_that_merely_mentions_leaving_is_left_alone(body):
     assert classify(mail(body), SECRET).kind == Kind.OTHER
 
 
+@pytest.mark.parametrize(
+    ("body", "subject", "why"),
+    [
+        ("Please remove me from the waitlist for Tuesday, I found another time.\n", None, "something other than the mailing"),
+        ("Please remove me from the appointment reminders\n", None, "something other than the mailing"),
+        ("Unsubscribe? Never! Love these.\n", None, "in a question"),
+        ("How do I unsubscribe?\n", None, "in a question"),
+        ("Can you unsubscribe my husband? His address is james.whitaker@example.net\n", None, "someone else"),
+        ("Please unsubscribe jo@example.net, she moved away\n", None, "someone else"),
+        ("Stop sending me the specials but keep the news please\n", None, "one list only"),
+    ],
+)
+def test_words_of_leaving_that_are_not_plainly_the_senders_request_are_left_for_a_person(body, subject, why):
+    verdict = classify(mail(body), SECRET)
+    assert verdict.kind == Kind.UNCLEAR and why in verdict.reason
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["Remove me from your list please\n", "Please remove me from the mailing list.\n", "Quitarme de la lista por favor\n",
+     "I don't want these anymore, unsubscribe me\n", "Unsubscribe. No thanks.\n", "Can you unsubscribe me?\n",
+     "Take me off your mailing list\n"],
+)
+def test_a_plain_request_is_still_one(body):
+    assert classify(mail(body), SECRET).kind == Kind.UNSUBSCRIBE
+
+
+def test_a_reply_subject_above_words_of_their_own_is_not_their_request():
+    assert classify(mail("see you soon\n", subject="Re: stop"), SECRET).kind == Kind.OTHER
+
+
 def test_an_unsubscribe_subject_with_an_empty_body_is_a_request():
     assert classify(mail("", subject="Re: unsubscribe"), SECRET).kind == Kind.UNSUBSCRIBE
 

@@ -263,9 +263,10 @@ def test_a_whole_unsubscribe_mail_pasted_into_the_command(returned, tmp_path):
     assert sending.m("unsubscribe").exit_code == 2  # neither a token nor a mail
 
 
-def test_a_bounce_naming_only_an_address_we_never_mailed_changes_nothing(sending, tmp_path):
+def test_a_bounce_naming_only_an_address_cannot_take_anyone_off_the_list(sending, tmp_path):
     """Anyone can mail the practice a made-up report: by its address alone it counts only for
-    someone mailed lately (a report naming one of our messages is matched by that instead)."""
+    someone mailed lately, and then only like a temporary bounce (a report naming one of our
+    messages, by Message-ID, token or VERP address, is matched by that instead)."""
     target = sending.audience()[3]
     forged = f"""From: mallory@evil.example
 To: news@closter-acupuncture.example
@@ -296,13 +297,18 @@ Status: 5.1.1
     summary = json.loads(sending.m("inbox", "process", "--mbox", path, "--json").stdout)
     assert summary["bounces"]["hard"] == 0 and summary["unmatched"] == 1
     assert statuses(sending.home)[target] == "active"
-    # once we have mailed them, the same kind of report (a new one) counts
+    # once we have mailed them, the same kind of report counts, but only as a temporary bounce
+    # on the campaign that went to them: ten of them at once still leave the person on the list
     assert sending.send(sending.content, "--limit", "5").exit_code == 0
     box = mailbox.mbox(str(path))
-    box.add(forged.replace(b"forged.1@", b"forged.2@"))
+    for n in range(2, 12):
+        box.add(forged.replace(b"forged.1@", f"forged.{n}@".encode()))
     box.close()
     again = json.loads(sending.m("inbox", "process", "--mbox", path, "--json").stdout)
-    assert again["bounces"]["hard"] == 1 and statuses(sending.home)[target] == "bounced"
+    assert again["bounces"] == {"hard": 0, "soft": 10, "suppressed": 0}
+    assert statuses(sending.home)[target] == "active"
+    shown = sending.m("subscribers", "show", target).stdout
+    assert "names no message of ours" in shown
 
 
 def test_verp_names_each_delivery_in_the_bounce_address(sending, tmp_path):

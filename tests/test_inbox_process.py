@@ -87,7 +87,7 @@ def test_every_sample_in_an_mbox_ends_where_a_person_would_put_it(store, sample_
     assert summary.as_json() == {
         "source": f"mbox {sample_mbox}", "dry_run": False, "read": 19,
         "bounces": {"hard": 9, "soft": 2, "suppressed": 0},
-        "unsubscribes": 4, "complaints": 1, "auto_replies": 1, "unmatched": 0, "forged": 1,
+        "unsubscribes": 4, "complaints": 1, "auto_replies": 1, "unmatched": 0, "forged": 1, "to_read": 0,
         "matched_erased": 0, "ignored": 1, "already_processed": 0, "unreadable": 0, "moved": 0,
     }
     assert store.soft == {20: {CAMPAIGN}, 21: {CAMPAIGN}}
@@ -180,12 +180,20 @@ def test_a_bounce_for_nobody_we_know_is_unmatched(tmp_path, clock):
     assert summary.unmatched == 2 and empty.events == []
 
 
-def test_a_bounce_without_message_id_match_falls_back_to_the_address(store, tmp_path, clock):
+def test_a_bounce_without_message_id_match_falls_back_to_the_address_as_a_temporary_one(store, tmp_path, clock):
     raw = sample("yahoo_nonstandard").replace(b"Message-ID: <4d6f", b"Message-ID: <ffff")
     raw = raw.replace(b"unsubscribe%20", b"unsubscribe%20x")  # and no usable token either
     summary, reports = run(MboxSource(write_mbox(tmp_path / "y.mbox", [raw])), store, clock)
+    # Anyone could write such a report: it counts against the last campaign that went to
+    # them, like a temporary bounce; three campaigns in a row suppress the address.
+    assert (summary.bounces_hard, summary.bounces_soft) == (0, 1)
+    assert store.status(17) == "active"
+    assert next(iter(reports.values())).campaign_id == CAMPAIGN
+    for campaign in (CAMPAIGN + 1, CAMPAIGN + 2):
+        store.add_delivery(100 + campaign, campaign, 17, f"<other.{campaign}@example.com>")
+        again = raw.replace(b"Message-ID: <", f"Message-ID: <{campaign}".encode(), 1)
+        run(MboxSource(write_mbox(tmp_path / f"y{campaign}.mbox", [again])), store, clock)
     assert store.status(17) == "bounced"
-    assert next(iter(reports.values())).campaign_id is None
 
 
 def test_a_failure_in_the_store_leaves_the_message_unprocessed_for_the_next_run(store, sample_mbox, clock):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,6 +15,7 @@ from ..inbox.sources import MaildirSource, MboxSource, Source, imap_source, pars
 from ..lock import WorkspaceLock
 from . import AppState, state, sub_app
 from .options import JsonOpt
+from .output import Output
 
 app = sub_app("inbox", "Returned mail: bounces, unsubscribe mails and complaints.")
 
@@ -60,7 +62,7 @@ def process(
         source = _source(st, mbox, maildir, archive, move_to, since)
         summary = process_inbox(
             source, st.secret(), mailbox, mailbox, clock=st.clock, dry_run=dry_run,
-            on_message=reports.append if verbose else None,
+            on_message=reports.append if verbose else _worth_a_look(reports),
         )
     out = st.output
     if as_json:
@@ -86,6 +88,7 @@ def process(
                 ("auto-replies", summary.auto_replies),
                 ("unmatched", summary.unmatched),
                 ("forged", summary.forged),
+                ("for you to read", summary.to_read),
                 ("matched-erased", summary.matched_erased),
                 ("ignored", summary.ignored),
                 ("already processed", summary.already_processed),
@@ -93,6 +96,34 @@ def process(
             ],
             title=("Dry run, nothing changed: " if dry_run else "") + summary.source,
         )
+    if not verbose and not as_json:
+        _show_worth_a_look(out, reports, dry_run)
     if summary.unreadable:
         out.warn(f"{summary.unreadable} message(s) could not be read; run with -v to see which.")
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _by_wording(report: MessageReport) -> bool:
+    return report.kind == "unsubscribe" and report.reason.startswith("reply asking to leave")
+
+
+def _worth_a_look(kept: list[MessageReport]) -> Callable[[MessageReport], None]:
+    """Keep (only) what a person should see without -v: replies judged by their words."""
+    def keep(report: MessageReport) -> None:
+        if report.kind == "unclear" or (_by_wording(report) and report.outcome == "unsubscribed"):
+            kept.append(report)
+    return keep
+
+
+def _show_worth_a_look(out: Output, reports: list[MessageReport], dry_run: bool) -> None:
+    left = [r for r in reports if r.kind == "unclear"]
+    taken = [r for r in reports if _by_wording(r) and r.outcome == "unsubscribed"]
+    if taken:
+        verb = "would be unsubscribed" if dry_run else "unsubscribed"
+        out.info(f"{verb} because of the words of their reply (check that they meant it):")
+        for r in taken:
+            out.info(f"  {r.subscriber or r.sender}: {r.reason.split(': ', 1)[-1]} (subject {r.subject!r})")
+    if left:
+        out.info("Read these yourself: they speak of leaving, but not plainly (nothing was changed for them):")
+        for r in left:
+            out.info(f"  {r.sender}: {r.reason} (subject {r.subject!r})")

@@ -54,6 +54,7 @@ class Kind(StrEnum):
     COMPLAINT = "complaint"
     AUTO_REPLY = "auto-reply"
     FORGED = "forged"
+    UNCLEAR = "unclear"  # speaks of leaving, but not clearly the sender asking to: a person reads it
     OTHER = "other"
 
 
@@ -166,6 +167,21 @@ _ALONE = re.compile(
     r"( please| por favor| thanks?( you)?| gracias)?[.!]*$"
 )
 _NEGATION = re.compile(r"\b(don'?t|do not|not|never|no need to)\s+(\w+\s+){0,2}$")
+# What makes a reply that speaks of leaving something a person should read instead:
+_SOMEONE_ELSE = re.compile(
+    r"\b(my (husband|wife|partner|spouse|son|daughter|kids?|child(ren)?|mother|mom|mum|father|dad|parents?"
+    r"|sister|brother|friend|boyfriend|girlfriend|patient|client)|him|her|them"
+    r"|mi (esposo|esposa|marido|mujer|pareja|hij[oa]s?|madre|padre|mama|papa|herman[oa]|amig[oa]))\b"
+)
+_ELSEWHERE = re.compile(  # "remove me from the waitlist": leaving something that is not the mailing
+    r"^\s*(from|off|of|de|del)\s+"
+    r"(?!((the|your|my|this|that|these|those|all|every|any|la|el|mi|su|sus|tu|tus|esta|este|estos|estas|los|las)\s+)*"
+    r"(list|lists|lista|listas|mailing|e-?mails?|emails?|mails?|news|newsletters?|specials|offers|correos?"
+    r"|boletin|these|this|all|everything|it|todo|todos|ellos|aqui|here)\b)\w+"
+)
+_ONE_LIST = re.compile(r"\b(specials?|offers?|promotions?|news(letters?)?|ofertas|promociones|noticias|boletin)\b")
+_BUT_KEEP = re.compile(r"\b(but|except|only|just|keep|still|pero|solo|excepto|menos|mantener|seguir)\b")
+_ANY_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -441,7 +457,12 @@ def _token_request(f: _Facts, text: str, where: str) -> Verdict | None:
 
 
 def _reply(f: _Facts) -> Verdict | None:
-    """A person's own words, at the top of a short mail: our token, or a request to leave."""
+    """A person's own words, at the top of a short mail: our token, or a request to leave.
+
+    A request is acted on only when it is plainly the sender asking to leave; words of
+    leaving in a question, beside a "not", about someone else, about one list only or
+    about something else ("remove me from the waitlist") are left for a person to read.
+    """
     own = _own_words(_body_text(f.msg))
     first = own[:_FIRST_LINES]
     token_verdict = _token_request(f, "\n".join(first), "in the message")
@@ -449,31 +470,54 @@ def _reply(f: _Facts) -> Verdict | None:
         return token_verdict
     if not f.sender:
         return None
-    subject = _normalise(_PREFIX.sub("", f.subject))
-    phrase = None
-    if subject and len(subject) <= 60:
-        phrase = _asks_to_leave(subject)
-    if phrase is None and sum(len(line) for line in own) <= _SHORT:
+    found: tuple[str, str, str] | None = None  # (phrase, the words it stands in, why unclear)
+    if not own or not _PREFIX.match(f.subject):  # "Re: ..." above words of their own repeats a subject
+        subject = _normalise(_PREFIX.sub("", f.subject))
+        if subject and len(subject) <= 60:
+            found = _request_in(subject, f.sender)
+    if found is None and sum(len(line) for line in own) <= _SHORT:
         for line in first:
-            phrase = _asks_to_leave(_normalise(line))
-            if phrase:
+            found = _request_in(_normalise(line), f.sender)
+            if found:
                 break
-    if phrase is None:
+    if found is None:
         return None
+    phrase, words, unclear = found
+    if unclear:
+        return f.verdict(Kind.UNCLEAR, f"speaks of leaving, but {unclear}: {words[:100]!r}",
+                         original_message_ids=tuple(f.replied_to()))
     return f.verdict(
         Kind.UNSUBSCRIBE, f"reply asking to leave: {phrase!r}",
         original_message_ids=tuple(f.replied_to()),
     )
 
 
-def _asks_to_leave(text: str) -> str | None:
+def _request_in(text: str, sender: str) -> tuple[str, str, str] | None:
+    """The leaving phrase in one line, the line, and why it is unclear ("" when it is a plain request)."""
     alone = _ALONE.match(text)
     if alone:
-        return alone.group(2)
+        return alone.group(2), text, ""
     for match in _PHRASES.finditer(text):
-        if not _NEGATION.search(text[: match.start()]):
-            return match.group(1)
+        before, after = text[: match.start()], text[match.end():]
+        if _NEGATION.search(before):
+            continue  # "please don't unsubscribe me": not a request at all
+        return match.group(1), text, _unclear(before, match.group(1), after, sender)
     return None
+
+
+def _unclear(before: str, phrase: str, after: str, sender: str) -> str:
+    """Why words of leaving may not be the sender's own plain request, or ''."""
+    rest = f"{before} {after}"  # ("please don't unsubscribe me" never gets here: it is no request)
+    addresses = [a.group(0) for a in _ANY_ADDRESS.finditer(rest)]
+    if _SOMEONE_ELSE.search(after) or any(a != sender.casefold() for a in addresses):
+        return "about someone else"
+    if _ELSEWHERE.match(after):
+        return "about something other than the mailing"
+    if _ONE_LIST.search(rest) and _BUT_KEEP.search(rest):
+        return "about one list only"
+    if "?" in after and not re.match(r"^\s*me\b", after) and not phrase.endswith(" me"):
+        return "in a question"
+    return ""
 
 
 def _own_words(text: str) -> list[str]:

@@ -68,8 +68,8 @@ class MailboxActions(Protocol):
         none (never was, or erased)."""
         ...
 
-    def mailed_recently(self, subscriber: SubscriberRef, since: str) -> bool:
-        """Did a message to this subscriber go out since this time (UTC ISO; sent, or of unknown fate)?"""
+    def last_delivery_to(self, subscriber: SubscriberRef, since: str) -> DeliveryRef | None:
+        """The newest message that went to this subscriber since this time (UTC ISO; sent, or of unknown fate)."""
         ...
 
     def hard_bounce(self, subscriber: SubscriberRef, delivery: DeliveryRef | None, reason: str, when: str) -> bool:
@@ -155,6 +155,7 @@ class InboxSummary:
     auto_replies: int = 0
     unmatched: int = 0
     forged: int = 0
+    to_read: int = 0  # replies that speak of leaving, but not plainly: a person decides
     matched_erased: int = 0
     ignored: int = 0
     already_processed: int = 0
@@ -167,7 +168,8 @@ class InboxSummary:
             "source": self.source, "dry_run": self.dry_run, "read": self.read,
             "bounces": {"hard": self.bounces_hard, "soft": self.bounces_soft, "suppressed": self.suppressed},
             "unsubscribes": self.unsubscribes, "complaints": self.complaints, "auto_replies": self.auto_replies,
-            "unmatched": self.unmatched, "forged": self.forged, "matched_erased": self.matched_erased,
+            "unmatched": self.unmatched, "forged": self.forged, "to_read": self.to_read,
+            "matched_erased": self.matched_erased,
             "ignored": self.ignored, "already_processed": self.already_processed,
             "unreadable": self.unreadable, "moved": self.moved,
         }
@@ -181,6 +183,7 @@ class _Target:
     delivery: DeliveryRef | None
     erased: bool = False
     failure: Failure | None = None  # bounces matched by address: that recipient's failure
+    by_address: bool = False  # names none of our messages: only an address, which anyone could write
 
 
 # A bounce or complaint that names only an address counts for someone mailed in these days.
@@ -224,6 +227,12 @@ def process_inbox(
     return summary
 
 
+_LEFT = {  # kinds never acted on: the summary's counter, and the outcome
+    Kind.AUTO_REPLY: ("auto_replies", "left alone"),
+    Kind.FORGED: ("forged", "refused"),
+    Kind.UNCLEAR: ("to_read", "left for a person"),
+    Kind.OTHER: ("ignored", "left alone"),
+}
 _APPLIED = frozenset({"bounced", "soft bounce counted", "suppressed", "unsubscribed", "complaint", "matched-erased"})
 
 
@@ -251,10 +260,9 @@ def _one(
     seen.add(verdict.key)
     when = iso(clock.now())
 
-    if verdict.kind in (Kind.AUTO_REPLY, Kind.FORGED, Kind.OTHER):
-        counter = {Kind.AUTO_REPLY: "auto_replies", Kind.FORGED: "forged", Kind.OTHER: "ignored"}[verdict.kind]
+    if verdict.kind in _LEFT:
+        counter, outcome = _LEFT[verdict.kind]
         setattr(summary, counter, getattr(summary, counter) + 1)
-        outcome = {Kind.AUTO_REPLY: "left alone", Kind.FORGED: "refused", Kind.OTHER: "left alone"}[verdict.kind]
         if not dry_run:
             with actions.atomic():
                 state.remember(verdict.key, verdict, outcome, when)
@@ -276,7 +284,7 @@ def _one(
 
     live = [t for t in targets if not t.erased]
     if dry_run:
-        outcome = _would(verdict)
+        outcome = _would(verdict, live)
         _count(summary, verdict, outcome)
         return report(outcome, live[0])
     with actions.atomic():
@@ -323,11 +331,12 @@ def _match(verdict: Verdict, actions: MailboxActions, since: str) -> list[_Targe
     for address in verdict.addresses:
         subscriber = actions.find_subscriber(email=address)
         # Matched by its address alone, a report could be forged by anyone to remove anyone:
-        # it counts only for someone we really mailed lately.
-        if subscriber is None or not actions.mailed_recently(subscriber, since):
+        # it counts only for someone we really mailed lately, and against that message.
+        last = actions.last_delivery_to(subscriber, since) if subscriber is not None else None
+        if subscriber is None or last is None:
             continue
         if all(t.subscriber.id != subscriber.id for t in targets if t.subscriber):
-            targets.append(_Target(subscriber, None, failure=failures.get(address)))
+            targets.append(_Target(subscriber, last, failure=failures.get(address), by_address=True))
     return targets
 
 
@@ -337,6 +346,11 @@ def _act(verdict: Verdict, target: _Target, actions: MailboxActions, when: str) 
     if verdict.is_bounce:
         permanent = target.failure.permanent if target.failure else verdict.kind == Kind.BOUNCE_HARD
         reason = _bounce_reason(verdict, target.failure)
+        if permanent and target.by_address:
+            # No Message-ID, token or VERP address of ours: anyone could have written it. It
+            # counts like a temporary bounce, so three campaigns in a row are needed to suppress.
+            reason = f"{reason} (names no message of ours, so counted as temporary)"
+            permanent = False
         if permanent:
             actions.hard_bounce(subscriber, delivery, reason, when)
             return "bounced"
@@ -353,6 +367,9 @@ def _act(verdict: Verdict, target: _Target, actions: MailboxActions, when: str) 
         return "unsubscribed"
     if verdict.kind == Kind.COMPLAINT:
         reason = f"spam complaint ({verdict.feedback_type or 'abuse'})"
+        if target.by_address:  # unsubscribed all the same, but not counted against a campaign it may not be about
+            delivery = None
+            reason += ", naming no message of ours"
         actions.complaint(subscriber, delivery, reason, when)
         actions.unsubscribe(subscriber, delivery, reason, when)
         return "complaint"
@@ -381,7 +398,9 @@ def _worst(outcomes: Iterable[str]) -> str:
     return next((o for o in order if o in found), "left alone")
 
 
-def _would(verdict: Verdict) -> str:
+def _would(verdict: Verdict, targets: list[_Target]) -> str:
+    if verdict.kind == Kind.BOUNCE_HARD and all(t.by_address for t in targets):
+        return "soft bounce counted"
     return {
         Kind.BOUNCE_HARD: "bounced", Kind.BOUNCE_SOFT: "soft bounce counted",
         Kind.UNSUBSCRIBE: "unsubscribed", Kind.COMPLAINT: "complaint",

@@ -66,13 +66,15 @@ class MailboxStore:
             ).fetchone()
         return SubscriberRef(row["id"], row["email"], row["status"]) if row else None
 
-    def mailed_recently(self, subscriber: SubscriberRef, since: str) -> bool:
-        """Did a message to this subscriber go out since this time (UTC ISO; sent, or of unknown fate)?"""
-        return self.conn.execute(
-            "SELECT 1 FROM deliveries WHERE subscriber_id = ? AND status IN ('sent', 'unknown', 'bounced') "
-            "AND coalesce(nullif(sent_at, ''), attempted_at, updated_at) >= ? LIMIT 1",
+    def last_delivery_to(self, subscriber: SubscriberRef, since: str) -> DeliveryRef | None:
+        """The newest message that went to this subscriber since this time (UTC ISO; sent, or of unknown fate)."""
+        row = self.conn.execute(
+            "SELECT id, campaign_id, subscriber_id, email FROM deliveries WHERE subscriber_id = ? "
+            "AND status IN ('sent', 'unknown', 'bounced') AND coalesce(nullif(sent_at, ''), attempted_at, updated_at) >= ? "
+            "ORDER BY coalesce(nullif(sent_at, ''), attempted_at, updated_at) DESC, id DESC LIMIT 1",
             (subscriber.id, since),
-        ).fetchone() is not None
+        ).fetchone()
+        return self._delivery(row)
 
     # -- changes (inside atomic) ----------------------------------------------------------
 
