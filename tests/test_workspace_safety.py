@@ -147,3 +147,42 @@ def test_new_list_twice_in_one_second_keeps_every_old_list(used):
         with sqlite3.connect(used.home / name) as db:
             counts.append(db.execute("SELECT count(*) FROM subscribers").fetchone()[0])
     assert sorted(counts) == [1, 1]  # Ann from the first list, Carol from the second
+
+
+@pytest.mark.parametrize("folder", ["logs", "outbox"])
+def test_a_file_where_a_workspace_folder_belongs_is_one_sentence(used, folder):
+    place = used.home / folder
+    if place.is_dir():
+        for child in sorted(place.rglob("*"), reverse=True):
+            child.unlink() if child.is_file() else child.rmdir()
+        place.rmdir()
+    place.write_text("x\n")
+    for command in (("status",), ("cron", "--check"), ("subscribers", "list")):
+        result = used(*command)
+        assert result.exit_code == 2, (command, result.stderr)
+        assert f"{place} is a file, not a folder" in result.stderr and "bug" not in result.stderr
+
+
+def _read_only(path: Path):
+    """Make a folder read-only for this process: chmod for a user, a read-only bind mount for root."""
+    if os.geteuid() != 0:
+        path.chmod(0o500)
+        return lambda: path.chmod(0o700)
+    import subprocess
+
+    for args in (["mount", "--bind", str(path), str(path)], ["mount", "-o", "remount,bind,ro", str(path)]):
+        if subprocess.run(args, capture_output=True).returncode != 0:
+            subprocess.run(["umount", str(path)], capture_output=True)
+            pytest.skip("root, and no mount here to make a folder read-only")
+    return lambda: subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_read_only_workspace_is_said_to_be_read_only(used):
+    used("subscribers", "list")
+    undo = _read_only(used.home)
+    try:
+        result = used("subscribers", "list")
+    finally:
+        undo()
+    assert result.exit_code == 2, result.stderr
+    assert "cannot be written" in result.stderr and "report what it prints" not in result.stderr

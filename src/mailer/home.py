@@ -82,6 +82,12 @@ def open_list(ws: Workspace, *, create: bool = False, fresh: bool = False) -> tu
     that was used, a key that is empty or short, a key of another database, a damaged
     database. `fresh` is `init --new-list`, which has just put the old pair aside.
     """
+    for folder, keeps in ((ws.logs_dir, "its run log"), (ws.outbox_dir, "dry-run messages")):
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(
+                f"{folder} is a file, not a folder; mailer keeps {keeps} there.",
+                hint=f"Move the file away (mv {folder} {folder}.old) and run the command again.",
+            )
     db_path, key_path = ws.db_path, ws.secret_path
     key = read_secret(key_path)
     if key is None and not _database_present(db_path):

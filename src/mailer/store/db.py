@@ -50,6 +50,7 @@ def _statements(script: str) -> Iterator[str]:
 
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 5, 6, 10, 11, 13, 26
+_SQLITE_READONLY, _SQLITE_CANTOPEN = 8, 14
 
 
 def translate_error(exc: sqlite3.Error, path: str | os.PathLike = "mailer.db") -> MailerError:
@@ -81,7 +82,24 @@ def translate_error(exc: sqlite3.Error, path: str | os.PathLike = "mailer.db") -
             f"{path} is damaged or is not a mailer database.",
             hint="Restore mailer.db and secret.key together from your backup.",
         )
+    if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN) or "readonly" in text or "unable to open" in text:
+        folder = Path(path).parent
+        if not _writable(folder) or (Path(path).exists() and not _writable(Path(path))):
+            return StoreError(
+                f"The workspace {folder} (or {name} in it) cannot be written, and mailer writes beside "
+                f"{name} even to read it (its journal).",
+                hint=f"Make it writable (chmod u+w, or remount), or copy it somewhere writable "
+                f"(cp -a {folder} /tmp/copy) and use --home for a look.",
+            )
     return StoreError(f"The database {name} failed: {exc}.", hint="Run again with --debug and report what it prints.")
+
+
+def _writable(path: Path) -> bool:
+    """Can this process write here? (os.access misses a read-only mount; statvfs tells it.)"""
+    try:
+        return os.access(path, os.W_OK) and not os.statvfs(path).f_flag & os.ST_RDONLY
+    except OSError:
+        return False
 
 
 class Store:
