@@ -10,7 +10,7 @@ import pytest
 
 from mailer.errors import InputError
 from mailer.inbox.process import process_inbox
-from mailer.inbox.sources import MaildirSource, MboxSource
+from mailer.inbox.sources import MAX_MESSAGE_BYTES, MaildirSource, MboxSource
 from tests.fake_mailbox import FakeMailboxStore
 from tests.inbox_samples import SECRET, names, sample
 
@@ -220,6 +220,19 @@ def test_the_mbox_reader_streams_messages_and_undoes_from_quoting(tmp_path):
     assert [i.key for i in items] == ["0", str(len(b"From MAILER-DAEMON Wed Nov 25 10:00:00 2026\n" + body) + 2)]
     assert items[0].data == body.replace(b">From quoted", b"From quoted")
     assert items[1].data == b"From: b@example.org\n\nsecond\n"
+
+
+def test_a_huge_message_is_read_only_as_far_as_it_tells_what_it_is(store, tmp_path, clock):
+    """A bounce with a 12 MB attachment, and a 12 MB line without a newline: each is judged on
+    its first megabytes (memory stays small) and the message after it is read whole."""
+    bounce = sample("postfix_dsn_hard")
+    huge = bounce + b"\n" + b"QUJD" * (3 * 1024 * 1024) + b"\n"
+    one_line = b"From: x@example.org\nSubject: a line\n\n" + b"y" * (12 * 1024 * 1024) + b"\n"
+    path = write_mbox(tmp_path / "big.mbox", [huge, one_line, sample("remove_me_reply")])
+    handed = [len(item.data) for item in MboxSource(path).messages()]
+    assert len(handed) == 3 and max(handed) <= MAX_MESSAGE_BYTES + 64 * 1024
+    summary, _ = run(MboxSource(path), store, clock)
+    assert (summary.bounces_hard, summary.unsubscribes, summary.ignored) == (1, 1, 1)
 
 
 def test_a_file_that_is_not_an_mbox_says_so(tmp_path):

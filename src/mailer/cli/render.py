@@ -19,7 +19,7 @@ from ..errors import ExitCode, InputError, MailerError, NotFound
 from ..files import private_dir, write_atomic
 from ..home import refuse_workspace_file
 from ..inbox.process import MessageReport, process_inbox
-from ..inbox.sources import OneMessage
+from ..inbox.sources import MAX_MESSAGE_BYTES, OneMessage
 from ..render import compile_campaign, resolve_templates, sample_subscriber, templates_in_use
 from ..template_files import copy_template, template_names
 from ..tokens import token_from, verify_token
@@ -296,9 +296,15 @@ def unsubscribe(
 def _unsubscribe_mail(st: AppState, path: Path, as_json: bool) -> None:
     """One mail through the mailbox loop's classifier and rules (and remembered, like the loop's)."""
     try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_MESSAGE_BYTES)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_MESSAGE_BYTES)  # what tells what it is comes first
     except FileNotFoundError:
         raise InputError(f"There is no file {path}.") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; give the file of one saved mail.") from None
     except OSError as exc:
         raise InputError(f"{path} cannot be read: {exc.strerror}.") from None
     if not data.strip():

@@ -119,17 +119,25 @@ class MboxSource:
         """Nothing stays open between messages."""
 
 
+# What is read of one message: the reports, headers and first lines that tell what it is
+# come first; a 200 MB attachment after them is skipped, so memory stays small.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+_LINE_PIECE = 64 * 1024  # a "line" of 200 MB without a newline is read in pieces
+
+
 def _split_mbox(handle: BinaryIO, path: Path) -> Iterator[Incoming]:
     offset = 0  # of the current line in the file
     start = 0  # of the current message's "From " line: its key
     lines: list[bytes] | None = None
+    kept = 0  # bytes of the current message kept
     after_blank = True
-    for line in handle:
+    for line in iter(lambda: handle.readline(_LINE_PIECE), b""):
         size = len(line)
         if after_blank and line.startswith(b"From "):
             if lines is not None:
                 yield Incoming(str(start), _mbox_message(lines))
             lines = []
+            kept = 0
             start = offset
         elif lines is None:
             if line.strip():
@@ -140,7 +148,9 @@ def _split_mbox(handle: BinaryIO, path: Path) -> Iterator[Incoming]:
         else:
             if line[:1] == b">" and _QUOTED_FROM.match(line):
                 line = line[1:]
-            lines.append(line)
+            if kept < MAX_MESSAGE_BYTES:
+                lines.append(line)
+                kept += len(line)
         after_blank = line in (b"\n", b"\r\n")
         offset += size
     if lines is not None:
@@ -185,7 +195,8 @@ class MaildirSource:
                 raise InputError(f"Cannot read the maildir {self.path / sub}: {exc.strerror}.") from None
             for name in names:
                 try:
-                    data = (self.path / sub / name).read_bytes()
+                    with open(self.path / sub / name, "rb") as fh:
+                        data = fh.read(MAX_MESSAGE_BYTES)
                 except FileNotFoundError:
                     continue  # another program moved it since the listing
                 except OSError as exc:
@@ -374,7 +385,7 @@ class ImapSource:
         for uid in uids:
             if uid <= last:
                 continue  # "N:*" always matches the highest UID, even below N
-            typ, data = self._command("UID", "FETCH", str(uid), "(BODY.PEEK[])")
+            typ, data = self._command("UID", "FETCH", str(uid), f"(BODY.PEEK[]<0.{MAX_MESSAGE_BYTES}>)")
             body = next((part[1] for part in data if isinstance(part, tuple) and b"BODY[]" in part[0].upper()), None)
             if body is None:
                 continue  # expunged by another client meanwhile
