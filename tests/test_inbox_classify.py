@@ -253,6 +253,12 @@ def test_a_message_without_message_id_is_known_by_a_hash_that_survives_mailbox_f
     assert message_hash(raw + b"another line\n") != verdict.key
 
 
+def test_fragments_without_headers_are_told_apart():
+    first, second = b"\x89garbled bytes, no headers at all", b"other garbage without a blank line\n"
+    assert message_hash(first) != message_hash(second)
+    assert message_hash(b": \n\nbody one") != message_hash(b": \n\nbody two")
+
+
 @pytest.mark.parametrize("name", names())
 def test_a_damaged_message_is_classified_without_an_exception(name):
     raw = sample(name)

@@ -743,8 +743,11 @@ def message_hash(raw: bytes) -> str:
     head, sep, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
     headers = BytesHeaderParser(policy=compat32).parsebytes(head + b"\n")
     digest = hashlib.sha256()
-    for name in ("from", "to", "cc", "date", "subject", "in-reply-to"):
+    names = ("from", "to", "cc", "date", "subject", "in-reply-to")
+    for name in names:
         digest.update(name.encode() + b":" + " ".join(str(headers.get(name, "")).split()).encode("utf-8", "replace") + b"\n")
+    if not sep or not any(headers.get(name) for name in names):
+        digest.update(head)  # no headers to speak of (a fragment, garbage): all of it is its identity
     digest.update(body.rstrip(b"\n"))
     return "sha256:" + digest.hexdigest()
 
