@@ -139,6 +139,27 @@ def test_a_timeout_that_is_not_a_number_names_its_key(mailer, value):
     one_sentence(result)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        ("per_day = 0", "per_day = true", "[sending] per_day must be a number (without quotes), not true."),
+        ("pause = 10", 'pause = "10"', '[sending] pause must be a number (without quotes), not "10".'),
+        ("hipaa = false", 'hipaa = "no"', '[practice] hipaa must be true or false (without quotes), not "no".'),
+        ('timezone = "America/New_York"', 'timezone = "Mars/Olympus"',
+         '[sending] timezone "Mars/Olympus" is not a known time zone'),
+    ],
+)
+def test_a_wrong_setting_is_named_as_it_is_written_in_the_file(mailer, old, new, said):
+    path = mailer.home / "mailer.toml"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    for command in (("status",), ("subscribers", "list")):  # before any campaign needs the setting
+        result = mailer(*command)
+        assert result.exit_code == 2 and said in result.stderr, result.stderr
+        one_sentence(result)
+
+
 def test_address_settings_are_checked_as_the_file_is_read(mailer):
     set_config(mailer.home, "sender", reply_to="not an address")
     result = mailer("subscribers", "list")

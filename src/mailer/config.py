@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 from .hipaa import DEFAULT_CONDITION_WORDS
@@ -111,11 +112,26 @@ _SECTION_TYPES = {
 }
 
 
+def _toml(value: Any) -> str:
+    """A value as it is written in mailer.toml (true, "10", 1.5, [...]), for error messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (str, int, float)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "a table"
+    return str(value)
+
+
 def _coerce(section: str, key: str, value: Any, default: Any, path: Path) -> Any:
     where = f"{path}: [{section}] {key}"
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, not {value!r}.")
+            raise ConfigError(f"{where} must be true or false (without quotes), not {_toml(value)}.")
         return value
     if isinstance(default, tuple):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -125,14 +141,14 @@ def _coerce(section: str, key: str, value: Any, default: Any, path: Path) -> Any
         return tuple(v.strip() for v in value if v.strip())
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, not {value!r}.")
+            raise ConfigError(f"{where} must be a number (without quotes), not {_toml(value)}.")
         if not math.isfinite(value):
-            raise ConfigError(f"{where} must be a number of seconds or messages, not {value!r}.")
+            raise ConfigError(f"{where} must be a number of seconds or messages, not {_toml(value)}.")
         if value < 0:
             raise ConfigError(f"{where} must not be negative.")
         return type(default)(value)
     if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a quoted string, not {value!r}.")
+        raise ConfigError(f"{where} must be a quoted string, not {_toml(value)}.")
     if CONTROL.search(value):
         # Settings end up in mail headers: a line break there would add headers of its own.
         raise ConfigError(f"{where} must be one line of text, without line breaks or control characters.")
@@ -173,6 +189,14 @@ def parse_config(data: Mapping[str, Any], path: Path) -> Config:
             raise ConfigError(f"{path}: [{section}] port must be a port number from 1 to 65535, not {port}.")
     if config.smtp.timeout <= 0:  # smtplib cannot wait 0 seconds: it would fail mid-send
         raise ConfigError(f"{path}: [smtp] timeout must be more than 0 seconds, e.g. 30.")
+    if config.sending.timezone:
+        try:
+            ZoneInfo(config.sending.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"{path}: [sending] timezone {json.dumps(config.sending.timezone)} is not a known time zone; "
+                "use a name like \"America/New_York\" (or \"\" for this machine's)."
+            ) from None
     if bool(config.dkim.selector) != bool(config.dkim.private_key_file):
         raise ConfigError(f"{path}: [dkim] selector and private_key_file go together; set both, or neither.")
     _inbox_checks(config, path)
