@@ -882,7 +882,7 @@ def test_row_left_sending_by_a_crash_is_unknown_and_not_resent(sending):
     report = sending.report()
     assert (report["status"], report["unknown"], report["sent"]) == ("done", 1, EVERYONE - 1)
     [unknown] = [f for f in report["failures"] if f["status"] == "unknown"]
-    assert unknown["email"] == in_flight["email"] and "being handed" in unknown["reason"]
+    assert unknown["email"] == in_flight["email"] and "before its answer was recorded" in unknown["reason"]
 
     quiet = sending.send("1")
     assert quiet.exit_code == 0 and target not in sending.server.recipients()

@@ -28,7 +28,7 @@ COLUMNS = (
     "attempted_at, sent_at, next_attempt_at, deferred_since"
 )
 D = DeliveryStatus
-INTERRUPTED = "the run stopped while this message was being handed to the server"
+INTERRUPTED = "a run ended after handing this message to the server, before its answer was recorded"
 FULL_MAILBOX_LIMIT = 3  # campaigns in a row that found the mailbox full before the address is suppressed
 
 
