@@ -54,11 +54,13 @@ class View:
 # A template reads view fields many times per message, so the sandbox looks them up in a
 # set instead of running its checks on each: that is most of what the sandbox would cost.
 VIEWS: dict[type, View] = {}
+_READABLE: dict[tuple[type, str], bool] = {}  # (view class, field): the one lookup per attribute read
 
 
 def register_view(cls: type, label: str, fields: tuple[str, ...]) -> None:
     """Let templates read these fields (and nothing else) of cls's objects, called label in messages."""
     VIEWS[cls] = View(label, fields, frozenset(fields))
+    _READABLE.update(((cls, name), True) for name in fields)
 
 
 def _did_you_mean(name: Any, candidates: Iterable[str]) -> str:
@@ -203,10 +205,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
 
         return bounded
 
-    def getattr(self, obj: Any, attribute: str) -> Any:
+    def getattr(self, obj: Any, attribute: str, _readable: dict = _READABLE, _get: Callable = getattr) -> Any:
+        if (obj.__class__, attribute) in _readable:  # a view's field: most reads of a message
+            return _get(obj, attribute)
         view = VIEWS.get(type(obj))
-        if view is not None and attribute in view.field_set:
-            return getattr(obj, attribute)
         if attribute.startswith("_"):  # refused whether or not it exists
             return self.unsafe_undefined(obj, attribute)
         if view is not None:
