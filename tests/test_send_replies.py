@@ -6,6 +6,7 @@ The workspace is test_send.py's: the sample list of 46 people, a specials letter
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 
@@ -145,6 +146,10 @@ def test_a_temporary_refusal_is_tried_by_later_runs_then_given_up_with_its_last_
     first = sending.row(target)
     assert first["status"] == "pending" and first["next_attempt_at"] >= "2026-11-25T15:30:00Z"
     assert sending.report()["status"] == "sending"
+    assert sending.report()["next_attempt_at"] == first["next_attempt_at"]
+    assert "tried again by a run after" in sending.m("report", "1").stderr
+    # cron, right away: nothing of it is due yet, so run-due does not even take it up
+    assert json.loads(sending.m("run-due", "--json").stdout)["campaigns"] == []
 
     nexts = [first["next_attempt_at"]]
     for n in range(12):

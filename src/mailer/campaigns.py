@@ -20,7 +20,7 @@ from .clock import Clock, iso, parse_iso
 from .config import Workspace
 from .content import Content, load_content, parse_content
 from .errors import InputError, MailerError, NotFound
-from .lifecycle import CampaignStatus, DeliveryStatus
+from .lifecycle import CampaignStatus
 from .models import DEFAULT_LISTS, Campaign
 from .render import CompiledCampaign, compile_campaign, resolve_templates
 from .repeats import SIMILAR, WINDOW_DAYS, Repeat, find_repeat, letter_text, similarity
@@ -333,7 +333,8 @@ def due_campaigns(store: Store, now: datetime, max_lateness_hours: float,
     started, scheduled, late = [], [], []
     for c in store.campaigns.list(statuses=(CampaignStatus.SCHEDULED, CampaignStatus.SENDING)):
         if c.status == CampaignStatus.SENDING:
-            if store.deliveries.counts(c.id)[DeliveryStatus.PENDING]:
+            # Only when one of its messages may go now: rows refused for now wait for their time.
+            if store.deliveries.pending(c.id, 1, due=iso(now)):
                 started.append(c)
             continue
         if c.status_reason or not c.scheduled_at:

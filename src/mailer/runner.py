@@ -147,6 +147,8 @@ def campaign_report(store: Store, campaign: Campaign, *, failures: bool = True) 
     }
     if counts[D.SENDING]:
         doc["sending"] = counts[D.SENDING]
+    # When the earliest message refused for now (4xx) is tried again by a later run; "" if none waits.
+    doc["next_attempt_at"] = store.deliveries.next_attempt(campaign.id) if counts[D.PENDING] else ""
     complaints = store.mailbox.complaints(campaign.id)
     delivered = counts[D.SENT] + counts[D.BOUNCED]
     doc["complaints"] = complaints

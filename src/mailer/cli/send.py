@@ -293,5 +293,8 @@ def report(
     )
     if c.status_reason:
         out.info(c.status_reason)
+    if doc["next_attempt_at"]:
+        tz = st.workspace().config.sending.timezone
+        out.info(f"Messages refused for now are tried again by a run after {local_time_text(doc['next_attempt_at'], tz)}.")
     if doc["failures"]:
         out.table(["email", "status", "attempts", "reason"], ([f["email"], f["status"], f["attempts"], f["reason"]] for f in doc["failures"]), title="Not sent")
