@@ -13,6 +13,7 @@ The wire (our framing against aiosmtpd) is tested in test_transport.py and test_
 
 from __future__ import annotations
 
+import _thread
 import functools
 import threading
 from dataclasses import dataclass, replace
@@ -204,6 +205,10 @@ class Renderer:
     def render(self, sub: Subscriber) -> Message:
         if sub.first_name == "BROKEN":
             raise MailerError("the template cannot be rendered for this person")
+        if sub.first_name == "ENDLESS":  # a template loop that runs away for this person only
+            n = 0
+            while True:
+                n += 1
         return Message(f"<{sub.id}@example.com>", f"To: {sub.email}\r\n\r\nHi\r\n".encode())
 
 
@@ -744,6 +749,28 @@ def test_a_message_that_cannot_be_rendered_fails_alone(clock):
     log = FakeLog(crowd)
     result, _ = run(log, Transport(log), clock)
     assert log.status("p1@example.com") == D.FAILED and log.status("p2@example.com") == D.SENT
+
+
+def test_a_render_that_runs_away_for_one_person_is_stopped_and_fails_alone(clock):
+    crowd = people(3)
+    crowd[1] = replace(crowd[1], first_name="ENDLESS")
+    log = FakeLog(crowd)
+    result, events = run(log, Transport(log), clock, render_seconds=0.2)
+    assert log.status("p2@example.com") == D.FAILED and "took too long" in log.rows[2].reply
+    assert log.status("p1@example.com") == D.SENT and log.status("p3@example.com") == D.SENT
+
+
+def test_ctrl_c_during_a_runaway_render_ends_the_run_once_the_render_is_stopped(clock):
+    crowd = people(3)
+    crowd[0] = replace(crowd[0], first_name="ENDLESS")
+    log = FakeLog(crowd)
+    sender = CampaignSender(log, Renderer(), Transport(log), clock, SendOptions(pause=0, render_seconds=0.3),
+                            sender="news@example.com")
+    threading.Timer(0.05, _thread.interrupt_main).start()  # Ctrl-C while the first render runs away
+    with pytest.raises(KeyboardInterrupt):
+        list(sender.run())
+    assert log.status("p1@example.com") == D.FAILED
+    assert log.status("p2@example.com") == D.PENDING and log.status("p3@example.com") == D.PENDING
 
 
 def test_a_non_ascii_local_part_fails_without_smtputf8(clock):

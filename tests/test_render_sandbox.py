@@ -202,6 +202,24 @@ def test_a_letter_that_loops_without_end_is_stopped(monkeypatch):
         renderer(letter(nested))
 
 
+def test_a_letter_that_loops_without_end_for_one_person_fails_that_person_only(mailer, tmp_path, monkeypatch):
+    """`check` renders samples; a loop that runs away only for one subscriber is stopped at send time."""
+    import mailer.send as send_module
+
+    monkeypatch.setattr(send_module, "RENDER_SECONDS", 0.5)
+    for who in ("ann", "priya", "zoe"):
+        assert mailer("subscribers", "add", f"{who}@example.com").exit_code == 0
+    nested = "{% if email.startswith('priya') %}{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}{% endif %}"
+    path = tmp_path / "letter.md"
+    path.write_text(letter(nested))
+    assert mailer("check", path).exit_code == 0  # the samples render at once
+    result = mailer("send", path, "--dry-run")
+    assert result.exit_code == 1, result.stderr
+    assert "priya@example.com: failed (rendering the message for this person took too long" in result.stderr
+    written = sorted(p.name.split("-", 1)[1] for p in (mailer.home / "outbox").rglob("*.eml"))
+    assert written == ["ann@example.com.eml", "zoe@example.com.eml"]
+
+
 def test_subscriber_data_cannot_be_printed_as_html():
     with pytest.raises(TemplateError, match=r"^letter.md:10: the safe filter is not allowed"):
         renderer(letter("{{ first_name | safe }}"))

@@ -24,6 +24,7 @@ the last write; only the unsynced hand-over sits between a reply and the next da
 
 from __future__ import annotations
 
+import ctypes
 import queue
 import random
 import threading
@@ -36,7 +37,7 @@ from datetime import time as dtime
 from typing import TYPE_CHECKING, Protocol, TypedDict, Unpack
 
 from .clock import Clock, iso, parse_iso
-from .errors import ConfigError, MailerError, SmtpError
+from .errors import ConfigError, MailerError, SmtpError, TemplateError
 from .lifecycle import CampaignStatus, DeliveryStatus, SubscriberStatus
 from .models import DELIVERY_STATUSES, Campaign, Delivery, Outcome, Subscriber
 from .replies import Kind, classify, mailbox_full
@@ -63,6 +64,9 @@ __all__ = [
 ]
 
 
+RENDER_SECONDS = 10.0  # as long as `check` gives a sample message; a normal one takes a millisecond
+
+
 @dataclass(frozen=True)
 class SendOptions:
     batch_size: int = 50
@@ -80,6 +84,51 @@ class SendOptions:
     retry_later: float = 1800.0  # the least wait before a later run tries a temporary refusal again
     hold: float = 60.0  # every connection's wait after a rate or reputation reply; doubled each time
     reserve: int = 8  # messages marked 'sending' ahead in one disk sync
+    # One person's message taking longer than this to render is stopped (a loop in a loop).
+    render_seconds: float = field(default_factory=lambda: RENDER_SECONDS)
+
+
+class RenderTooLong(TemplateError):
+    """Raised inside a connection thread whose render ran past SendOptions.render_seconds."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "rendering the message for this person took too long (a loop inside a loop for some people?), "
+            "so it was stopped"
+        )
+
+
+class _RenderWatch:
+    """Which connection threads are rendering since when, so that the reading thread can stop
+    one that runs away: a template loop for one person must not hang a send (and its lock)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.started: dict[int, float] = {}  # thread ident -> time.monotonic() its render began
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.started[threading.get_ident()] = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        # Under the lock: once this returns, stop_overdue() can no longer aim at this thread, and
+        # a stop aimed at it that has not been raised yet is withdrawn (NULL clears it).
+        ident = threading.get_ident()
+        with self.lock:
+            if self.started.pop(ident, None) is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+
+    def stop_overdue(self) -> None:
+        """Raise RenderTooLong in each thread rendering for longer than allowed (pure-Python loops
+        see it at their next step; the thread's own `with` catches it around that one render).
+        A render that swallows it and goes on gets it again after as long again."""
+        now = time.monotonic()
+        with self.lock:
+            for ident, began in list(self.started.items()):
+                if now - began > self.seconds:
+                    self.started[ident] = now
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(RenderTooLong))
 
 
 @dataclass(frozen=True)
@@ -403,6 +452,7 @@ class CampaignSender:
         self._held_since = 0.0
         self._held_lock = threading.Lock()
         self.wake = threading.Event()  # set when the run stops: no connection waits any longer
+        self.render_watch = _RenderWatch(options.render_seconds)
 
     def sender_for(self, delivery: Delivery) -> str:
         """MAIL FROM for one delivery: the sender, or with VERP the sender carrying its token."""
@@ -472,9 +522,14 @@ class CampaignSender:
             t.start()
         running = len(threads)
         finished = False
+        look = min(1.0, self.options.render_seconds / 4)
         try:
             while running:
-                events = self._events.get()
+                try:
+                    events = self._events.get(timeout=look)
+                except queue.Empty:
+                    self.render_watch.stop_overdue()
+                    continue
                 if events is None:
                     running -= 1
                 else:
@@ -484,7 +539,9 @@ class CampaignSender:
             if not finished:  # Ctrl-C, or a reader that stopped early: each connection finishes the
                 self.stop("interrupted")  # message on the wire, releases the rest, and commits
             for t in threads:
-                t.join()
+                while t.is_alive():
+                    t.join(look)
+                    self.render_watch.stop_overdue()
             if self.shared.orphans:  # left by a refused connection when the others had stopped
                 orphans, self.shared.orphans = self.shared.orphans, []
                 self.log.unreserve([o.ref.delivery for o in orphans if o.ref.marked], iso(self.clock.now()))
@@ -882,7 +939,8 @@ class _Connection:
             self.s.emit(Event("delivery", f"{d.email}: skipped ({why})", d, D.SKIPPED))
             return None
         try:
-            message = self.s.renderer.render(sub)
+            with self.s.render_watch:
+                message = self.s.renderer.render(sub)
             recipient, needs_utf8 = envelope_address(sub.email)
         except MailerError as exc:  # this subscriber's data cannot make a message; the rest can
             self._flush()

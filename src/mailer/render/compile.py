@@ -504,6 +504,8 @@ class CompiledCampaign:
         try:
             html = self._html.render(ctx)
             text = self._text.render(ctx)
+        except TemplateError:
+            raise  # ours already (a render stopped for taking too long): said as it is
         except Exception:
             self.probe(subscriber)  # names file:line of the sources as written
             raise TemplateError(f"{self.content.name}: cannot render for {subscriber.email}.") from None
