@@ -107,6 +107,66 @@ def test_a_template_without_unsubscribe_link_or_address_fails_in_that_part():
     assert levels(result, "unsubscribe link") == ["error", "pass"]
 
 
+UNSUBSCRIBE_LINE = '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> from these emails at any time.</p>'
+
+
+@pytest.mark.parametrize(
+    ("footer", "said"),
+    [
+        ('<div style="display:none"><a href="{{ unsubscribe_url }}">Unsubscribe</a></div>', "is hidden"),
+        ('<p style="font-size:0;color:#fff"><a href="{{ unsubscribe_url }}"></a></p>', "is hidden"),
+        ('<p hidden><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>', "is hidden"),
+        ('<p><a href="https://evil.example/?{{ unsubscribe_url }}">Unsubscribe</a></p>', "only inside another address"),
+    ],
+)
+def test_an_unsubscribe_link_that_is_hidden_or_leads_elsewhere_is_not_a_working_one(footer, said):
+    templates = dict(TEMPLATES)
+    assert UNSUBSCRIBE_LINE in templates["base.html.j2"]
+    templates["base.html.j2"] = templates["base.html.j2"].replace(UNSUBSCRIBE_LINE, footer)
+    result = checks(SPECIALS_HEAD + "Hello\n", templates=templates)
+    assert levels(result, "unsubscribe link")[:2] == ["pass", "error"]  # text, HTML
+    assert said in " ".join(messages(result, "error"))
+
+
+def test_an_unsubscribe_link_inside_another_address_in_the_text_part_is_not_one():
+    templates = dict(TEMPLATES)
+    templates["base.txt.j2"] = templates["base.txt.j2"].replace(
+        "Unsubscribe: {{ unsubscribe_url }}", "Unsubscribe: mailto:x@evil.example?body={{ unsubscribe_url }}")
+    result = checks(SPECIALS_HEAD + "Hello\n", templates=templates)
+    assert levels(result, "unsubscribe link")[0] == "error"
+
+
+def test_a_link_that_says_unsubscribe_but_goes_elsewhere_is_an_error():
+    result = checks(SPECIALS_HEAD + '<a href="https://evil.example/unsubscribe">Unsubscribe here</a>\n')
+    assert "A link that says unsubscribe goes somewhere else (https://evil.example/unsubscribe)" in " ".join(
+        messages(result, "error"))
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<img srcset="http://evil.example/a.png 1x" src="https://ok.example/a.png" alt="z">',
+        '<div style="background-image:url(http://evil.example/t.gif)">bg</div>',
+        '<table background="http://evil.example/t.gif"><tr><td>t</td></tr></table>',
+    ],
+)
+def test_anything_the_message_loads_over_http_is_an_error(html):
+    result = checks(SPECIALS_HEAD + html + "\n")
+    assert levels(result, "images") == ["error"] and "http://evil.example" in " ".join(messages(result, "error"))
+
+
+@pytest.mark.parametrize("html", ['<meta http-equiv="refresh" content="0;url=https://evil.example">',
+                                  '<base href="https://evil.example/">'])
+def test_a_redirect_or_a_base_address_is_an_error(html):
+    assert levels(checks(SPECIALS_HEAD + html + "\n"), "no redirects") == ["error"]
+
+
+def test_a_style_block_in_the_letter_is_said_to_be_left_out():
+    result = checks(SPECIALS_HEAD + "<style>p { color: red }</style>\n\nHello\n")
+    assert levels(result, "styles") == ["warning"]
+    assert "red" not in result and levels(checks(SPECIALS_HEAD + "Hello\n"), "styles") == []
+
+
 def test_links_that_are_not_https_are_errors():
     result = checks(SPECIALS_HEAD + "[old site](http://old.example) and [there](/book)\n")
     errors = " ".join(messages(result, "error"))

@@ -20,7 +20,6 @@ from .errors import MailerError
 from .postal import looks_like_postal_address  # noqa: F401  (public here too)
 from .readiness import message_problems
 from .render import SANDBOX_RULES, CompiledCampaign, compile_campaign, message_zone, sample_subscriber
-from .tokens import verify_token
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail hides everything after this much HTML, footer included
 SUBJECT_MAX = 60  # longer subjects are cut short on phones
@@ -36,44 +35,111 @@ class Check:
     message: str
 
 
+_VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+                   "source", "track", "wbr"})
+# Inline styles that hide what they wrap from the reader (a footer must be seen, not just be there).
+_HIDING = re.compile(
+    r"display\s*:\s*none|visibility\s*:\s*hidden|opacity\s*:\s*0(\.0*)?\s*(;|$)"
+    r"|font-size\s*:\s*0(\.0*)?\s*(px|pt|em|rem|%)?\s*(;|$)|max-height\s*:\s*0(px)?\s*(;|$)",
+    re.I,
+)
+_CSS_URL = re.compile(r"""url\(\s*['"]?([^'")\s]*)""", re.I)
+_URL_ATTRS = ("src", "background", "poster", "data", "action", "formaction", "cite", "longdesc", "lowsrc", "dynsrc")
+
+
 class _Page(HTMLParser):
-    """Links, images, scripts and visible text of an HTML part."""
+    """Links, images, other fetched addresses, scripts and visible text of an HTML part."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.links: list[str] = []
+        self.visible_links: list[str] = []  # hrefs of links a reader can see
+        self.link_texts: list[tuple[str, str]] = []  # (href, its visible words) of each link
         self.images: list[dict[str, str | None]] = []
+        self.fetched: list[str] = []  # every other address the page loads: srcset, CSS url(), background ...
         self.scripts: list[str] = []
+        self.traps: list[str] = []  # <meta refresh>, <base>: what sends a reader or every link elsewhere
         self.text: list[str] = []
-        self._hidden = 0
+        self._stack: list[tuple[str, bool]] = []  # open elements: (tag, hides what it wraps)
+        self._hidden = 0  # inside <style>/<title>/<head>, or an element styled out of sight
+        self._in_style = 0
+        self._link: tuple[str, list[str]] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
+        hides = tag in ("style", "title", "head", "script", "template") or "hidden" in a or bool(
+            _HIDING.search(a.get("style") or "")
+        )
         if tag == "a" and a.get("href") is not None:
-            self.links.append(a["href"] or "")
+            href = (a["href"] or "").strip()
+            self.links.append(href)
+            if not self._hidden and not hides:
+                self.visible_links.append(href)
+            self._link = (href, [])
         if tag == "img":
             self.images.append(a)
-        if tag in ("script", "iframe", "object", "embed", "form"):
+        if tag == "link" and a.get("href"):
+            self.fetched.append((a["href"] or "").strip())
+        for key in _URL_ATTRS:
+            if tag != "img" or key != "src":
+                if a.get(key):
+                    self.fetched.append((a[key] or "").strip())
+        if a.get("srcset"):
+            self.fetched += [c.strip().split()[0] for c in (a["srcset"] or "").split(",") if c.strip()]
+        if a.get("style"):
+            self.fetched += _CSS_URL.findall(a["style"] or "")
+        if tag in ("script", "iframe", "object", "embed", "form", "applet"):
             self.scripts.append(f"<{tag}>")
+        if tag == "meta" and (a.get("http-equiv") or "").strip().lower() == "refresh":
+            self.traps.append("<meta http-equiv=refresh>, which sends the reader to another page")
+        if tag == "base":
+            self.traps.append("<base href>, which changes where every link goes")
         for key, value in attrs:
             if key.startswith("on"):
                 self.scripts.append(f"{key}= on <{tag}>")
             if key in ("href", "src") and (value or "").strip().lower().startswith("javascript:"):
                 self.scripts.append(f"a javascript: link on <{tag}>")
-        if tag in ("style", "title", "head"):
-            self._hidden += 1
+        if tag == "style":
+            self._in_style += 1
+        if tag not in _VOID:
+            self._stack.append((tag, hides))
+            self._hidden += hides
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID:
+            self.handle_endtag(tag)
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in ("style", "title", "head") and self._hidden:
-            self._hidden -= 1
+        if tag == "a" and self._link is not None:
+            self.link_texts.append((self._link[0], " ".join(" ".join(self._link[1]).split())))
+            self._link = None
+        if tag == "style" and self._in_style:
+            self._in_style -= 1
+        if not any(t == tag for t, _ in self._stack):
+            return  # a stray end tag
+        while self._stack:
+            open_tag, hides = self._stack.pop()
+            self._hidden -= hides
+            if open_tag == tag:
+                break
 
     def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.fetched += _CSS_URL.findall(data)
         if not self._hidden:
             self.text.append(data)
+            if self._link is not None:
+                self._link[1].append(data)
 
     @property
     def visible(self) -> str:
         return " ".join(" ".join(self.text).split())
+
+
+def _stands_alone(link: str, text: str) -> bool:
+    """Is link in text as a link of its own (not inside another address, as ?body=LINK)?"""
+    return re.search(r"(?:^|(?<=[\s<(\[\"']))" + re.escape(link) + r"(?=$|[\s>)\]\"',.;!?])", text) is not None
 
 
 def _flat(text: str) -> str:
@@ -158,6 +224,9 @@ def run_checks(
             add("pass", "offer dates", f"The offer {offer.title!r} is valid until {format_date(offer.valid_until)}.")
     if re.search(r"\{\{\s*first_name\s*\}\}", content.body):
         add("warning", "personalisation", 'The body uses {{ first_name }} without a default; people without a name will read "Hi ,". Write {{ first_name | default("there") }}.')
+    if re.search(r"<style\b", content.body, re.I):
+        add("warning", "styles", "The letter's own <style> block is left out of the message (most mail programs drop "
+            "such blocks); style the template instead (`mailer templates copy`).")
 
     # -- render it, as a subscriber with a name and one without
     add("pass", "sandbox", SANDBOX_RULES)
@@ -175,12 +244,25 @@ def run_checks(
     page.close()
     text, html_text = _flat(message.text), page.visible
 
-    # -- unsubscribe link and postal address in both parts (CAN-SPAM)
-    for part, has in (("text", _valid_token(secret, message.text)), ("HTML", any(_valid_token(secret, h) for h in page.links))):
+    # -- unsubscribe link and postal address in both parts (CAN-SPAM): there, whole, and seen
+    ours = [link for link in message.unsubscribe_links if link]
+    in_text = any(_stands_alone(link, message.text) for link in ours)
+    in_html = any(href in ours for href in page.visible_links)
+    for part, has in (("text", in_text), ("HTML", in_html)):
         if has:
             add("pass", "unsubscribe link", f"The {part} part has a working unsubscribe link.")
+        elif part == "HTML" and any(href in ours for href in page.links):
+            add("error", "unsubscribe link", "The HTML part's unsubscribe link is hidden (display:none, font-size:0 "
+                "or the like); it must be seen. Show {{ unsubscribe_url }} as a visible link.")
+        elif any(link in (message.text if part == "text" else message.html) for link in ours):
+            add("error", "unsubscribe link", f"The {part} part has the unsubscribe link only inside another address; "
+                "print {{ unsubscribe_url }} as a link of its own (in HTML: <a href=\"{{ unsubscribe_url }}\">).")
         else:
             add("error", "unsubscribe link", f"The {part} part has no unsubscribe link; print {{{{ unsubscribe_url }}}} in the template.")
+    elsewhere = [href for href, words in page.link_texts if "unsubscribe" in words.lower() and href not in ours]
+    if elsewhere:
+        add("error", "unsubscribe link", f"A link that says unsubscribe goes somewhere else ({elsewhere[0]}); "
+            "only {{ unsubscribe_url }} may say it.")
     if p.address.strip():
         street, _, city = p.address.partition(",")
         needles = [_flat(x) for x in (street, city) if x.strip()]
@@ -201,10 +283,12 @@ def run_checks(
         add("error", "links", f"{len(broken)} link(s) cannot work in an email (first: {broken[0] or 'an empty link'}); links must start with https://.")
     if not bad:
         add("pass", "links", f"All {len(page.links)} links use https:, mailto: or tel:.")
-    srcs = [i.get("src") or "" for i in page.images]
-    if any(not s.startswith("https://") for s in srcs):
-        add("error", "images", "Images must be loaded from an https:// address (first: "
-            + next(s for s in srcs if not s.startswith("https://")) + ").")
+    srcs = [i.get("src") or "" for i in page.images] + page.fetched
+    if any(not s.startswith(("https://", "cid:", "#")) for s in srcs):
+        add("error", "images", "Images and anything else the message loads must come from an https:// address "
+            "(first: " + next(s for s in srcs if not s.startswith(("https://", "cid:", "#"))) + ").")
+    if page.traps:
+        add("error", "no redirects", f"The HTML holds {page.traps[0]}; take it out.")
     no_alt = [i.get("src") or "" for i in page.images if not (i.get("alt") or "").strip()]
     if no_alt:
         add("warning", "image alt text", f"{len(no_alt)} image(s) have no alt text, which is all many readers see (first: {no_alt[0]}); write ![what it shows](url).")
@@ -255,15 +339,3 @@ _REPLY_PREFIX = re.compile(
     re.IGNORECASE,
 )
 _ONE_TOKEN = re.compile(r"(?:[!-9;-~]+:)? ?<[^<>\s]+>,?")
-_TOKEN = re.compile(r"unsubscribe%20([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)|[?&]token=([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
-
-
-def _valid_token(secret: bytes, text: str) -> bool:
-    """Does text hold an unsubscribe link whose token this workspace signed?"""
-    for match in _TOKEN.finditer(text):
-        try:
-            verify_token(secret, match.group(1) or match.group(2))
-            return True
-        except MailerError:
-            continue
-    return False

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from html import escape as html_escape
 from html import unescape as html_unescape
 from typing import Any
 
@@ -66,6 +67,7 @@ class RenderedMessage:
     data: bytes  # the whole message, CRLF line endings, ready for smtplib sendmail()
     text: str
     html: str
+    unsubscribe_links: tuple[str, ...] = ()  # the links this message must carry (the web one first, if any)
 
 
 @dataclass(frozen=True)
@@ -510,12 +512,12 @@ class CompiledCampaign:
             self.probe(subscriber)  # names file:line of the sources as written
             raise TemplateError(f"{self.content.name}: cannot render for {subscriber.email}.") from None
         text = _tidy_text(text)
+        mailto, web = self.unsubscribe_links(token)
         if check_footer:
-            self._check_footer(subscriber, token, text, html)
+            self._check_footer(subscriber, web or mailto, text, html)
         message_id = self._message_id(subscriber) if self._message_id else self.default_message_id(subscriber)
         if not MESSAGE_ID.match(message_id):
             raise TemplateError(f"The Message-ID {message_id!r} is not of the form <something@domain>.")
-        mailto, web = self.unsubscribe_links(token)
         # The https link first: mail programs use the leftmost one they support (RFC 2369).
         links = [("text", f"<{web}>,"), ("text", f"<{mailto}>")] if web else [("text", f"<{mailto}>")]
         h = self._headers
@@ -534,15 +536,21 @@ class CompiledCampaign:
                 h.end,
             )
         )
-        return RenderedMessage(message_id=message_id, to=subscriber.email, data=data, text=text, html=html)
+        return RenderedMessage(message_id=message_id, to=subscriber.email, data=data, text=text, html=html,
+                               unsubscribe_links=(web, mailto) if web else (mailto,))
 
-    def _check_footer(self, subscriber: Subscriber, token: str, text: str, html: str) -> None:
+    def _check_footer(self, subscriber: Subscriber, link: str, text: str, html: str) -> None:
         """Every message, not just the samples `check` renders, carries its unsubscribe link and
-        the postal address in both parts (the law's footer); TemplateError for this person if not."""
+        the postal address in both parts (the law's footer); TemplateError for this person if not.
+
+        The whole link, not just its token: in the HTML as an href (as autoescape writes it),
+        in the text standing on its own. `check` looks closer (hidden text, other sites) once.
+        """
         missing = []
-        for part, body in (("text", text), ("HTML", html)):
-            if token not in body:
-                missing.append(f"the unsubscribe link in its {part} part")
+        if link not in text:
+            missing.append("the unsubscribe link in its text part")
+        if f'href="{html_escape(link)}"' not in html and f'href="{link}"' not in html:
+            missing.append("the unsubscribe link in its HTML part")
         if self._address:
             # The cheap look first (a substring search); whitespace folded or entities
             # undone only when it fails, which a normal message never makes it do.
