@@ -273,6 +273,30 @@ def test_rate_counts_the_pause_between_batches(sending):
     assert sending.clock.slept == ([1.0] * 9 + [30]) * 4 + [1.0] * 5
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_limit_with_a_refused_recipient_stops_at_the_limit(sending, pipelining):
+    """A refusal before the data is never counted, and never keeps its place under --limit: the
+    run ends at the limit (it once spun for ever, holding the lock)."""
+    sending.server.pipelining = pipelining
+    refused = sending.audience()[1]
+    sending.server.respond(wire(refused), "550 5.1.1 No such user")
+    result = sending.send(sending.content, "--limit", "2")
+    assert result.exit_code == 1, result.stderr
+    assert len(sending.server.recipients()) == 2 and wire(refused) not in sending.server.recipients()
+    assert "--limit allowed" in result.stderr
+
+
+def test_a_data_reply_out_of_step_is_not_taken_for_an_acceptance(sending):
+    """A server whose RCPT answer comes twice: the second is read for DATA. That is no 250 for
+    the message: it goes again on a new connection, and arrives once."""
+    target = sending.audience()[2]
+    sending.server.respond_raw(wire(target), b"250 2.1.5 ok\r\n250 2.0.0 queued\r\n")
+    result = sending.send(sending.content)
+    assert result.exit_code == 0, result.stderr
+    assert sending.server.recipients().count(wire(target)) == 1
+    sending.assert_sent_once()
+
+
 def test_limit_sends_that_many_and_the_next_run_continues(sending):
     first = sending.send(sending.content, "--limit", "5")
 

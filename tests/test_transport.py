@@ -198,6 +198,16 @@ def test_a_garbled_reply_to_the_envelope_is_a_lost_connection(transport, smtp_se
     assert smtp_server.received == []
 
 
+def test_a_reply_to_data_that_is_not_354_is_a_lost_connection_not_an_acceptance(transport, smtp_server):
+    # One RCPT answered twice: the replies are out of step, and the one read for DATA is a 250.
+    smtp_server.respond_raw("twice@example.com", b"250 2.1.5 ok\r\n250 2.0.0 queued\r\n")
+    listener = Recorder()
+    with pytest.raises(ConnectionLost, match="answered DATA with 250 2.0.0 queued, not 354") as lost:
+        send_all(transport, ["twice@example.com"], listener)
+    assert not isinstance(lost.value, FateUnknown)  # its data never left: sending it again is safe
+    assert listener.replies() == {} and smtp_server.received == []
+
+
 def test_a_reply_split_across_packets_and_multi_line_replies_are_read_whole(transport, smtp_server):
     smtp_server.split_replies = True
     smtp_server.respond_data_raw("multi@example.com", b"250-2.0.0 queued\r\n250-as\r\n250 T1\r\n")

@@ -908,6 +908,10 @@ class _Connection:
             if reason and (self.prepared or self.fetched or self.log.next_batch(1, self._now())):
                 if self.s.stop(reason, quota_left=True):
                     self._emit("stop", f"Stopped: {reason}; the rest waits for the next run.")
+            elif not reason:
+                # Under the cap, but its room is held by the other connections' messages on
+                # their way: wait for their replies instead of spinning.
+                self.s.wake.wait(0.01)
             return
         want = min(self._ahead(), room)
         while len(self.prepared) < want and self._render_one():
@@ -1050,6 +1054,7 @@ class _Connection:
         """A final reply: decide the message's fate (committed later, with the next hand-over)."""
         work: _Work = item.ref
         work.unhanded_reply = not work.handed
+        self._unreserved(work)  # refused before its data (never counted): its place under a cap is free again
         self.reconnects = 0
         kind = classify(reply)
         text = str(reply)

@@ -421,6 +421,11 @@ class SmtpTransport:
                 else:  # in DATA mode the only way back is to hang up
                     self._hang_up()
                     self._owed.clear()
+            elif code < 400:
+                # 250 to DATA (or a reply meant for another command: the replies are out of step)
+                # is no acceptance: the data has not been sent. Nothing said here can be trusted.
+                self._hang_up()
+                raise ConnectionLost(f"the server answered DATA with {code} {text}".rstrip() + ", not 354 (it does not follow SMTP)")
             else:
                 self._answer(item, item.refusal or Reply(code, text, "data"), listener)
                 self._need_rset = True
