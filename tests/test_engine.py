@@ -816,11 +816,11 @@ def test_limit_and_daily_cap_leave_the_rest_pending(clock):
 
 
 @PIPELINING
-def test_ten_failures_in_a_row_stop_the_run(clock, pipelining):
+def test_ten_failures_in_a_row_pause_the_campaign(clock, pipelining):
     log = FakeLog(people(12))
     script = {f"p{i}@example.com": [Reply(550, "5.0.0 refused", "rcpt")] for i in range(1, 13)}
     result, _ = run(log, Transport(log, script, pipelining=pipelining), clock, max_consecutive_failures=10)
-    assert result.outcomes["failed"] == 10 and "10 failures in a row" in result.stopped
+    assert result.outcomes["failed"] == 10 and "10 messages in a row failed" in result.stopped and result.paused
     assert [r.status for r in log.rows.values()].count(D.PENDING) == 2
 
 

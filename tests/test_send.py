@@ -516,11 +516,34 @@ def test_policy_refusal_pauses_the_campaign_and_blames_nobody(sending, pipelinin
     assert sending.report()["status"] == "done"
 
 
+@pytest.mark.parametrize("reply", ["552 5.3.4 Message size exceeds fixed limit", "503 5.5.1 Bad sequence of commands"])
+def test_a_refusal_of_the_message_itself_pauses_the_campaign_and_fails_nobody(sending, reply):
+    """Too big for the relay, or commands it does not take: everyone would get the same answer."""
+    target = sending.audience()[3]
+    sending.server.respond_data(wire(target), reply)
+    result = sending.send(sending.content)
+    assert result.exit_code == 1 and "Campaign paused" in result.stderr and "refuses the message itself" in result.stderr
+    report = sending.report()
+    assert (report["status"], report["failed"], report["pending"]) == ("paused", 0, EVERYONE - 3)
+    assert json.loads(sending.m("run-due", "--json").stdout)["campaigns"] == []  # cron leaves it for a person
+
+
+def test_ten_failures_in_a_row_pause_the_campaign_so_cron_burns_no_more(sending):
+    for person in sending.audience()[:12]:
+        sending.server.respond_data(wire(person), "550 5.0.0 Something is wrong")
+    result = sending.send(sending.content)
+    assert result.exit_code == 1 and "10 messages in a row failed" in result.stderr
+    report = sending.report()
+    assert (report["status"], report["failed"]) == ("paused", 10)
+    assert json.loads(sending.m("run-due", "--json").stdout)["campaigns"] == []
+    assert sending.report()["failed"] == 10
+
+
 @PIPELINING
 def test_other_permanent_refusal_fails_and_retry_failed_tries_again(sending, pipelining):
     sending.server.pipelining = pipelining
     target = "maria.russo@example.org"
-    reply = "552 5.3.4 Message size exceeds fixed limit"
+    reply = "550 5.2.0 Message rejected for this mailbox"
     sending.server.respond_data(target, reply)
 
     result = sending.send(sending.content)

@@ -63,7 +63,12 @@ def refused(sending: Sending, address: str) -> list:
         (Reply(553, "Sender address rejected", "mail"), "policy"),
         (Reply(550, "5.1.8 Bad sender's system address", "mail"), "policy"),
         (Reply(535, "5.7.8 Authentication credentials invalid", "mail"), "auth"),
-        (Reply(552, "5.3.4 Message too big"), "failed"),
+        (Reply(552, "5.3.4 Message too big"), "message"),
+        (Reply(552, "Message size exceeds fixed maximum message size", "data"), "message"),
+        (Reply(552, "Mailbox full", "data"), "failed"),
+        (Reply(503, "5.5.1 Bad sequence of commands", "data"), "message"),
+        (Reply(554, "5.6.0 Content rejected"), "message"),
+        (Reply(501, "5.5.4 Invalid domain name", "rcpt"), "failed"),
     ],
 )
 def test_what_a_reply_means(reply, meaning):

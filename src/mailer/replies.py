@@ -23,6 +23,7 @@ class Kind(StrEnum):
     RATE = "rate"  # the relay slows us down: every connection waits, then tries again
     QUOTA = "quota"  # the relay's sending quota is used up: the run ends, the rest waits for tomorrow
     POLICY = "policy"  # the relay refuses us (sender, reputation, content): the campaign pauses
+    MESSAGE = "message"  # the relay refuses the message itself (its size, its form, our commands): it pauses too
     AUTH = "auth"  # the relay wants a login it does not have
 
 
@@ -37,6 +38,7 @@ _QUOTA_WORDS = re.compile(
 )
 _RATE_WORDS = re.compile(r"\brate\b|throttl|too many (messages|connections|mails?)\b|slow down|try (again )?later", re.I)
 _GREYLIST_WORDS = re.compile(r"grey-?list|gray-?list", re.I)
+_SIZE_WORDS = re.compile(r"\bsize\b|too (big|large|long)|exceeds?|maximum|limit", re.I)
 _FULL_WORDS = re.compile(r"mailbox (is )?full|over ?quota|insufficient (system )?storage|quota exceeded", re.I)
 
 
@@ -58,6 +60,13 @@ def classify(reply: Reply) -> Kind:
         return Kind.TEMPORARY
     if reply.stage == "mail":
         return Kind.POLICY  # the server refuses our sender address: nothing to do with the recipient
+    if enhanced == "5.3.4" or enhanced.startswith("5.6.") or (
+        reply.stage == "data" and (enhanced.startswith("5.5.") or code in (500, 501, 502, 503, 504) or (
+            not enhanced and code == 552 and _SIZE_WORDS.search(text) and not _FULL_WORDS.search(text)))
+    ):
+        # Too big for the relay, a form it does not take, commands out of order: every message
+        # of the campaign would get the same answer, and none of it is the recipient's doing.
+        return Kind.MESSAGE
     if enhanced.startswith("5.1.") or enhanced == "5.2.1":
         return Kind.BOUNCED
     if enhanced.startswith("5.7."):

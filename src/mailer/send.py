@@ -634,15 +634,22 @@ class _Connection:
             self._flush()
             self.clock.sleep(seconds, self.s.wake)
 
-    def _failure(self, reply: Reply | str) -> None:
+    def _failure(self, reply: Reply | str, *, permanent: bool = True) -> None:
         with self.shared.lock:
             self.shared.consecutive_failures += 1
             n = self.shared.consecutive_failures
-        if n >= self.options.max_consecutive_failures:
-            self.s.stop(
-                f"Stopped after {n} failures in a row (last: {reply}); "
-                "the rest is left pending so the list is not burnt."
-            )
+        if n < self.options.max_consecutive_failures:
+            return
+        if not permanent:  # refused for now: a later run tries them (and the rest) again
+            self.s.stop(f"Stopped after {n} failures in a row (last: {reply}); "
+                        "the rest is left pending so the list is not burnt.")
+            return
+        # Different people failing for good, one after another, is the message or the relay, not
+        # them: the campaign pauses, so that cron does not fail ten more at every run.
+        reason = f"{n} messages in a row failed (last: {reply})"
+        if self.s.stop(f"Campaign paused: {reason}; the rest is left pending so the list is not burnt.",
+                       paused=True):
+            self.pause_reason = self.pause_reason or reason
 
     def _success(self, work: _Work) -> None:
         with self.shared.lock:
@@ -1075,9 +1082,11 @@ class _Connection:
             self._rate(item, reply)
         elif kind == Kind.QUOTA:
             self._quota(work, reply)
-        elif kind == Kind.POLICY:
+        elif kind in (Kind.POLICY, Kind.MESSAGE):
             self._settle(work, D.PENDING, text)
-            reason = f"the server refused the message as a matter of policy ({reply})"
+            reason = (f"the server refused the message as a matter of policy ({reply})" if kind == Kind.POLICY else
+                      f"the server refuses the message itself, as it would for everyone ({reply}): too big, "
+                      "or a form or a command it does not take")
             self.s.stop(f"Campaign paused: {reason}. Nobody was marked bounced.", paused=True)
             self.pause_reason = self.pause_reason or reason
             self._emit("stop", self.shared.result.stopped, work, D.PENDING)
@@ -1119,7 +1128,7 @@ class _Connection:
             self._settle(work, D.PENDING, str(reply), next_attempt_at=iso(later))
             self._count(D.PENDING)
             self._emit("delivery", f"{work.email}: {reply} (tried again by a run after {iso(later)})", work, D.PENDING)
-        self._failure(reply)
+        self._failure(reply, permanent=False)
 
     def _rate(self, item: Outgoing, reply: Reply) -> None:
         """The relay limits how fast we send: every connection waits, longer each time, then goes on.

@@ -407,6 +407,10 @@ class SmtpTransport:
         if kind == "data":
             self._answer(item, Reply(code, text, "data"), listener)
         elif kind in ("mail", "rcpt"):
+            if 300 <= code < 400:  # a 354 where MAIL or RCPT is answered: the replies are out of step
+                self._hang_up()
+                raise ConnectionLost(f"the server answered {kind.upper()} with {code} {text}".rstrip()
+                                     + " (it does not follow SMTP)")
             if item.refusal is None and code not in (250, 251):
                 item.refusal = Reply(code, text, kind)
         elif kind == "dataverb":
