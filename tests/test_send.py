@@ -528,6 +528,19 @@ def test_a_refusal_of_the_message_itself_pauses_the_campaign_and_fails_nobody(se
     assert json.loads(sending.m("run-due", "--json").stdout)["campaigns"] == []  # cron leaves it for a person
 
 
+def test_a_policy_refusal_of_one_address_says_how_to_go_past_it(sending):
+    target = sending.audience()[4]
+    sending.server.respond(wire(target), *["550 5.7.1 Relaying denied for this domain"] * 5)
+    first = sending.send(sending.content)
+    assert first.exit_code == 1 and sending.report()["status"] == "paused"
+    hint = f"`mailer subscribers unsubscribe {target}`"
+    assert hint in first.stderr
+    assert sending.m("subscribers", "unsubscribe", target).exit_code == 0
+    again = sending.send("1")
+    assert again.exit_code == 0, again.stderr
+    assert sending.report()["status"] == "done" and wire(target) not in sending.server.recipients()
+
+
 def test_ten_failures_in_a_row_pause_the_campaign_so_cron_burns_no_more(sending):
     for person in sending.audience()[:12]:
         sending.server.respond_data(wire(person), "550 5.0.0 Something is wrong")

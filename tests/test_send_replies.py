@@ -227,6 +227,8 @@ def test_a_quota_reply_stops_the_run_for_the_day_and_suggests_per_day(sending, p
 
     assert result.exit_code == 1
     assert "quota" in result.stderr and "per_day = 12" in result.stderr
+    assert "Stopped: Stopped" not in result.stderr and ".;" not in result.stderr
+    assert result.stderr.count("sending quota is used up") == 1
     report = sending.report()
     assert (report["status"], report["sent"], report["pending"], report["failed"]) == ("sending", 12, EVERYONE - 12, 0)
 

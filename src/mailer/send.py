@@ -1087,7 +1087,12 @@ class _Connection:
             reason = (f"the server refused the message as a matter of policy ({reply})" if kind == Kind.POLICY else
                       f"the server refuses the message itself, as it would for everyone ({reply}): too big, "
                       "or a form or a command it does not take")
-            self.s.stop(f"Campaign paused: {reason}. Nobody was marked bounced.", paused=True)
+            way_on = ""
+            if kind == Kind.POLICY and reply.stage == "rcpt":
+                # Refused at RCPT it may be this address (or its domain) alone: say how to go past it.
+                way_on = (f" If the server refuses only {work.email}, take them off the list "
+                          f"(`mailer subscribers unsubscribe {work.email}`) and send again: the rest goes on.")
+            self.s.stop(f"Campaign paused: {reason}. Nobody was marked bounced.{way_on}", paused=True)
             self.pause_reason = self.pause_reason or reason
             self._emit("stop", self.shared.result.stopped, work, D.PENDING)
         else:  # Kind.AUTH

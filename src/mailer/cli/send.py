@@ -257,8 +257,8 @@ def _show_report(out: Output, report: RunReport, as_json: bool) -> None:
     else:
         out.summary([(k, doc[k]) for k in ("sent", "failed", "bounced", "skipped", "unknown", "pending")],
                     title=f"Campaign {report.campaign.id}: {report.campaign.status}")
-    if r.stopped and r.quota_left:
-        out.info(f"Stopped: {r.stopped}; the rest waits for the next run.")
+    if r.stopped and r.quota_left:  # a cap's name ("handed over the 5 messages --limit allowed") made a sentence
+        out.info(r.stopped if r.stopped.endswith(".") else f"Stopped: {r.stopped}; the rest waits for the next run.")
     elif r.stopped:
         out.warn(r.stopped)
     if not report.dry_run and doc["unknown"]:
