@@ -155,3 +155,19 @@ def test_a_date_that_does_not_exist_names_its_line(value):
 def test_a_key_given_twice_is_an_error_not_a_silent_choice():
     with pytest.raises(TemplateError, match=r"letter.md:3: 'subject' is given twice"):
         parse_content("---\nsubject: December specials\nsubject: Old subject\n---\nHi\n", "letter.md")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("/dev/zero", "looks like a binary file"), ("folder", "is a folder"), ("huge", "is larger than 2 MB")],
+)
+def test_a_letter_that_is_no_letter_is_refused_without_reading_it_all(tmp_path, given, said):
+    if given == "folder":
+        path = tmp_path
+    elif given == "huge":
+        path = tmp_path / "huge.md"
+        path.write_text("---\nsubject: Hi\n---\n" + "word " * 600_000)
+    else:
+        path = Path(given)
+    with pytest.raises(TemplateError, match=said):
+        load_content(path)

@@ -70,15 +70,26 @@ class Content:
     body_line: int  # line in the file where the body starts (for file:line)
 
 
+MAX_LETTER_BYTES = 2 * 1024 * 1024
+
+
 def load_content(path: str | Path) -> Content:
     """Read and parse a content file; TemplateError (exit 2) naming file:line when it is wrong."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_LETTER_BYTES + 1)  # /dev/zero or a video must not fill the memory
     except FileNotFoundError:
         raise TemplateError(f"There is no content file {path}.") from None
+    except IsADirectoryError:
+        raise TemplateError(f"{path} is a folder; give the letter's .md file.") from None
     except OSError as exc:
         raise TemplateError(f"Cannot read {path}: {exc.strerror}.") from None
+    if b"\0" in raw[:8192]:
+        raise TemplateError(f"{path.name} looks like a binary file, not a letter (Markdown text).")
+    if len(raw) > MAX_LETTER_BYTES:
+        raise TemplateError(f"{path.name} is larger than {MAX_LETTER_BYTES // (1024 * 1024)} MB; a letter is a few "
+                            "kilobytes of Markdown (and Gmail clips messages above 102 KB).")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
