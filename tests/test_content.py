@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
@@ -171,3 +172,9 @@ def test_a_letter_that_is_no_letter_is_refused_without_reading_it_all(tmp_path, 
         path = Path(given)
     with pytest.raises(TemplateError, match=said):
         load_content(path)
+
+
+@pytest.mark.parametrize(("value", "said"), [('"Sale \\u202eevil"', "U+202E"), ('"two\\nlines"', "a line break")])
+def test_a_subject_with_a_hidden_character_says_which(value, said):
+    with pytest.raises(TemplateError, match=f"'subject' must be one line of plain text; it holds .*{re.escape(said)}"):
+        parse_content(f"---\nsubject: {value}\n---\nHi\n", "letter.md")

@@ -247,8 +247,10 @@ class _Fields:
             # A bare number in YAML (price: 65) means dollars; the practice is in the US.
             value = f"${value:,.2f}".replace(".00", "")
         value = str(value).strip()
-        if CONTROL_BUT_TAB.search(value) and path[-1] != "details":
-            raise self.fail(path, f"'{label}' must be one line of text.")
+        found = CONTROL_BUT_TAB.search(value)
+        if found and path[-1] != "details":
+            what = "a line break" if found.group(0) in "\r\n" else f"the invisible character U+{ord(found.group(0)):04X}"
+            raise self.fail(path, f"'{label}' must be one line of plain text; it holds {what}.")
         if _JINJA.search(value):
             raise self.fail(
                 path,
