@@ -141,7 +141,7 @@ def test_sigterm_during_run_due_pauses_and_the_next_run_due_leaves_it(sending):
 def test_a_retry_option_with_the_file_retries_its_finished_campaign(sending, option):
     target = "maria.russo@example.org"
     if option == "--retry-failed":
-        sending.server.respond_data(target, "552 5.3.4 Message size exceeds fixed limit")
+        sending.server.respond_data(target, "550 5.2.0 Message rejected for this mailbox")
         assert sending.send(sending.content).exit_code == 1
     else:  # what a run killed while handing this message over leaves: its fate is unknown
         assert sending.send(sending.content).exit_code == 0

@@ -67,7 +67,8 @@ def refused(sending: Sending, address: str) -> list:
         (Reply(552, "Message size exceeds fixed maximum message size", "data"), "message"),
         (Reply(552, "Mailbox full", "data"), "failed"),
         (Reply(503, "5.5.1 Bad sequence of commands", "data"), "message"),
-        (Reply(554, "5.6.0 Content rejected"), "message"),
+        (Reply(554, "5.6.0 Content rejected", "data"), "message"),
+        (Reply(553, "5.6.7 Non-ASCII address not permitted without SMTPUTF8", "rcpt"), "failed"),
         (Reply(501, "5.5.4 Invalid domain name", "rcpt"), "failed"),
     ],
 )

@@ -60,8 +60,8 @@ def classify(reply: Reply) -> Kind:
         return Kind.TEMPORARY
     if reply.stage == "mail":
         return Kind.POLICY  # the server refuses our sender address: nothing to do with the recipient
-    if enhanced == "5.3.4" or enhanced.startswith("5.6.") or (
-        reply.stage == "data" and (enhanced.startswith("5.5.") or code in (500, 501, 502, 503, 504) or (
+    if enhanced == "5.3.4" or (
+        reply.stage == "data" and (enhanced.startswith(("5.5.", "5.6.")) or code in (500, 501, 502, 503, 504) or (
             not enhanced and code == 552 and _SIZE_WORDS.search(text) and not _FULL_WORDS.search(text)))
     ):
         # Too big for the relay, a form it does not take, commands out of order: every message
