@@ -50,11 +50,11 @@ def fill(text: str, secret: bytes = SECRET) -> str:
 
 
 def sample(name: str, secret: bytes = SECRET) -> bytes:
-    """The sample tests/data/inbox/<name>.eml, tokens filled in, as raw bytes."""
-    text = (INBOX / f"{name}.eml").read_text(encoding="utf-8")
+    """The sample tests/data/inbox/<name>.txt (a mail with token placeholders), tokens filled in, as raw bytes."""
+    text = (INBOX / f"{name}.txt").read_text(encoding="utf-8")
     return fill(text, secret).encode("utf-8")
 
 
 def names() -> list[str]:
     """Every sample's name, sorted."""
-    return sorted(p.stem for p in INBOX.glob("*.eml"))
+    return sorted(p.stem for p in INBOX.glob("*.txt"))

@@ -39,7 +39,7 @@ PEOPLE = [
     (29, "paul.reed@example.org", "<a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0@example.com>"),
     (30, "quinn.adams@example.net", "<b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0@example.com>"),
 ]
-VERP_DELIVERY = 4242  # verp_bounce.eml's bounce address names this delivery (of subscriber 30)
+VERP_DELIVERY = 4242  # verp_bounce.txt's bounce address names this delivery (of subscriber 30)
 
 
 @pytest.fixture
