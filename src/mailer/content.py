@@ -32,6 +32,7 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import TemplateError
+from .files import read_head
 from .text import CONTROL_BUT_TAB
 
 TEMPLATES = ("news", "specials")
@@ -76,15 +77,7 @@ MAX_LETTER_BYTES = 2 * 1024 * 1024
 def load_content(path: str | Path) -> Content:
     """Read and parse a content file; TemplateError (exit 2) naming file:line when it is wrong."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_LETTER_BYTES + 1)  # /dev/zero or a video must not fill the memory
-    except FileNotFoundError:
-        raise TemplateError(f"There is no content file {path}.") from None
-    except IsADirectoryError:
-        raise TemplateError(f"{path} is a folder; give the letter's .md file.") from None
-    except OSError as exc:
-        raise TemplateError(f"Cannot read {path}: {exc.strerror}.") from None
+    raw = read_head(path, MAX_LETTER_BYTES + 1, TemplateError, what="content file", folder_hint="give the letter's .md file")
     if b"\0" in raw[:8192]:
         raise TemplateError(f"{path.name} looks like a binary file, not a letter (Markdown text).")
     if len(raw) > MAX_LETTER_BYTES:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from .errors import InputError
+from .errors import InputError, MailerError
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -84,3 +85,22 @@ def private_dir(path: str | os.PathLike) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def read_head(path: str | os.PathLike, limit: int, error: type[MailerError], *, what: str, folder_hint: str) -> bytes:
+    """At most `limit` bytes of a file the user named ("-": standard input), or one sentence as `error`.
+
+    What tells what a file is comes first; reading no further keeps /dev/zero or a
+    200 MB attachment from filling the memory.
+    """
+    try:
+        if str(path) == "-":
+            return sys.stdin.buffer.read(limit)
+        with open(path, "rb") as fh:
+            return fh.read(limit)
+    except FileNotFoundError:
+        raise error(f"There is no {what} {path}.") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder; {folder_hint}.") from None
+    except OSError as exc:
+        raise error(f"Cannot read {path}: {exc.strerror}.") from None

@@ -16,7 +16,7 @@ from ..checks import Check
 from ..config import Workspace
 from ..content import load_content
 from ..errors import ExitCode, InputError, MailerError, NotFound
-from ..files import private_dir, write_atomic
+from ..files import private_dir, read_head, write_atomic
 from ..home import refuse_workspace_file
 from ..inbox.process import MessageReport, process_inbox
 from ..inbox.sources import MAX_MESSAGE_BYTES, OneMessage
@@ -295,18 +295,7 @@ def unsubscribe(
 
 def _unsubscribe_mail(st: AppState, path: Path, as_json: bool) -> None:
     """One mail through the mailbox loop's classifier and rules (and remembered, like the loop's)."""
-    try:
-        if str(path) == "-":
-            data = sys.stdin.buffer.read(MAX_MESSAGE_BYTES)
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read(MAX_MESSAGE_BYTES)  # what tells what it is comes first
-    except FileNotFoundError:
-        raise InputError(f"There is no file {path}.") from None
-    except IsADirectoryError:
-        raise InputError(f"{path} is a folder; give the file of one saved mail.") from None
-    except OSError as exc:
-        raise InputError(f"{path} cannot be read: {exc.strerror}.") from None
+    data = read_head(path, MAX_MESSAGE_BYTES, InputError, what="file", folder_hint="give the file of one saved mail")
     if not data.strip():
         raise InputError(f"{path} is empty: paste or save the whole mail, headers included.")
     mailbox = st.store().mailbox
