@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ExitCode, InputError
+from ..inbox.classify import BY_WORDING
 from ..inbox.process import MessageReport, process_inbox
 from ..inbox.sources import MaildirSource, MboxSource, Source, imap_source, parse_since
 from ..lock import WorkspaceLock
@@ -104,7 +105,7 @@ def process(
 
 
 def _by_wording(report: MessageReport) -> bool:
-    return report.kind == "unsubscribe" and report.reason.startswith("reply asking to leave")
+    return report.kind == "unsubscribe" and report.reason.startswith(BY_WORDING)
 
 
 def _worth_a_look(kept: list[MessageReport]) -> Callable[[MessageReport], None]:

@@ -144,6 +144,8 @@ _AUTO_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-mail-auto
 _COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
 
 # Lines that start what the sender quoted or forwarded: nothing below is their own words.
+BY_WORDING = "reply asking to leave"  # the reason of an unsubscribe read from a reply's words (no token)
+
 _QUOTE_START = re.compile(
     r"^(on\b.{0,200}\bwrote:?|el\b.{0,200}\bescribi[oó]:?|le\b.{0,200}\ba [eé]crit\s?:"
     r"|-{2,}\s*(original message|mensaje original|forwarded message|mensaje reenviado)\s*-{2,}"
@@ -487,7 +489,7 @@ def _reply(f: _Facts) -> Verdict | None:
         return f.verdict(Kind.UNCLEAR, f"speaks of leaving, but {unclear}: {words[:100]!r}",
                          original_message_ids=tuple(f.replied_to()))
     return f.verdict(
-        Kind.UNSUBSCRIBE, f"reply asking to leave: {phrase!r}",
+        Kind.UNSUBSCRIBE, f"{BY_WORDING}: {phrase!r}",
         original_message_ids=tuple(f.replied_to()),
     )
 
